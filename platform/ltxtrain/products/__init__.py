@@ -1,0 +1,24 @@
+"""Product registry: endpoint name -> recipe."""
+
+from __future__ import annotations
+
+from ..api.errors import ErrorItem, RequestError
+from .base import Recipe
+
+PLANNED = ("ic-lora/v2v", "ic-lora/v2v-masked", "av2av-masked")
+
+
+def _registry() -> dict[str, Recipe]:
+    from . import t2v
+
+    return {r.endpoint: r for r in (t2v.RECIPE,)}
+
+
+def get_recipe(endpoint: str) -> Recipe:
+    recipes = _registry()
+    name = endpoint.strip("/")
+    if name in recipes:
+        return recipes[name]
+    known = ", ".join(sorted(recipes))
+    hint = " (not available yet)" if name in PLANNED else ""
+    raise RequestError(ErrorItem(("endpoint",), f"unknown endpoint '{endpoint}'{hint}; available: {known}"))

@@ -1,0 +1,56 @@
+"""The job result (`result.json`): the spec's outputs plus billing units."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from .errors import Skip
+
+CONTENT_TYPES = {
+    ".safetensors": "application/octet-stream",
+    ".json": "application/json",
+    ".mp4": "video/mp4",
+    ".zip": "application/zip",
+    ".png": "image/png",
+    ".jsonl": "application/jsonl",
+}
+
+
+class OutputFile(BaseModel):
+    url: str
+    file_name: str
+    file_size: int
+    content_type: str
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, url: str | None = None) -> "OutputFile":
+        p = Path(path)
+        ctype = CONTENT_TYPES.get(p.suffix) or mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+        return cls(url=url or p.resolve().as_uri(), file_name=p.name, file_size=p.stat().st_size, content_type=ctype)
+
+
+class TrainingResult(BaseModel):
+    lora_file: OutputFile | None = None
+    config_file: OutputFile | None = None
+    video: OutputFile | None = None
+    debug_dataset: OutputFile | None = None
+    billing_units: int = 0
+    endpoint: str
+    number_of_steps: int
+    samples: int = 0
+    skipped: list[dict] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    metrics: dict = Field(default_factory=dict)
+
+
+def billing_units(number_of_steps: int, succeeded: bool) -> int:
+    """Spec: a successful run bills max(100, number_of_steps); failures before completion bill 0."""
+    return max(100, number_of_steps) if succeeded else 0
+
+
+def skips_json(skips: list[Skip]) -> list[dict]:
+    return [s.to_json() for s in skips]

@@ -1,0 +1,141 @@
+"""The one place that turns latents + conditions into what the transformer consumes.
+
+Training calls `video_tokens(..., sigma=sampled, noise=randn)`; the sampler calls it with `noisy=` (its current
+state) and the scheduler's sigma. Both get the same clean-token pinning, per-token timesteps and RoPE coordinates,
+so training and inference place conditioning tokens identically by construction.
+
+Conventions (rectified flow): x_t = (1 - sigma) x0 + sigma * noise; the model predicts v = noise - x0;
+the transformer wants timesteps and sigma multiplied by 1000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TIMESTEP_SCALE = 1000.0
+
+
+def pack_video(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, F, H, W] -> [B, F*H*W, C] in (f, h, w) order (transformer patch size 1)."""
+    b, c, f, h, w = latents.shape
+    return latents.reshape(b, c, f * h * w).transpose(1, 2)
+
+
+def unpack_video(tokens: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
+    b, n, c = tokens.shape
+    return tokens.transpose(1, 2).reshape(b, c, f, h, w)
+
+
+@dataclass
+class VideoTokens:
+    """Video sequence for one forward pass. `cond` = 1 marks clean conditioning tokens (no noise, t=0, no loss)."""
+
+    hidden: torch.Tensor  # [B, S, C] model input (noisy target tokens with clean ones pinned)
+    sigma_tok: torch.Tensor  # [B, S] per-token noise level in [0, 1]
+    coords: torch.Tensor  # [B, 3, S, 2] RoPE [start, end) per (t seconds, y px, x px)
+    cond: torch.Tensor  # [B, S] float in {0, 1}
+    clean: torch.Tensor  # [B, S, C] clean latents of the target tokens
+    target: torch.Tensor | None  # [B, S, C] velocity target (training only)
+    sigma: torch.Tensor  # [B] the sample's noise level (drives prompt AdaLN / cross-modal gates)
+    grid: tuple[int, int, int]  # latent (F, H, W) of the target
+    fps: float
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        return 1.0 - self.cond
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.sigma_tok * TIMESTEP_SCALE
+
+
+def first_frame_mask(batch_flags: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """[B] bool -> [B, S] float: the first latent frame (= pixel frame 0 of the causal VAE) for flagged samples."""
+    f, h, w = grid
+    mask = torch.zeros(batch_flags.shape[0], f * h * w)
+    mask[:, : h * w] = batch_flags.float()[:, None]
+    return mask
+
+
+def video_tokens(
+    rope,
+    clean_latents: torch.Tensor,
+    sigma: torch.Tensor,
+    fps: float,
+    cond: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noisy: torch.Tensor | None = None,
+) -> VideoTokens:
+    """Assemble the video sequence.
+
+    clean_latents: normalised [B, C, F, H, W]; sigma: [B]; cond: [B, S] conditioning mask (None = none).
+    Training passes `noise` ([B, S, C]) and gets x_t and the velocity target; sampling passes `noisy`, the current
+    state. Conditioning tokens are replaced by their clean values and get sigma 0 either way.
+    """
+    b, _, f, h, w = clean_latents.shape
+    x0 = pack_video(clean_latents).float()
+    s = x0.shape[1]
+    cond = torch.zeros(b, s) if cond is None else cond.float()
+    cond = cond.to(x0.device)
+    sigma = sigma.float().to(x0.device)
+    target = None
+    if noisy is None:
+        if noise is None:
+            raise ValueError("video_tokens needs `noise` (training) or `noisy` (sampling)")
+        noisy = (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+        target = noise - x0
+    keep = cond[..., None]
+    hidden = keep * x0 + (1.0 - keep) * noisy.float()
+    sigma_tok = sigma[:, None] * (1.0 - cond)
+    coords = rope.prepare_video_coords(b, f, h, w, x0.device, fps=fps)
+    return VideoTokens(hidden, sigma_tok, coords, cond, x0, target, sigma, (f, h, w), fps)
+
+
+@dataclass
+class TextContext:
+    video: torch.Tensor  # [B, T, Dv] connector output for the video stream
+    audio: torch.Tensor  # [B, T, Da] connector output for the audio stream
+    mask: torch.Tensor  # [B, T] 1 = attend
+
+
+def predict(transformer, video: VideoTokens, text: TextContext) -> torch.Tensor:
+    """Video-only forward: velocity for every video token [B, S, C] (float32).
+
+    diffusers' LTX-2 transformer always runs an audio stream; for video-only work we feed a single silent audio
+    token and isolate the modalities, so no audio signal reaches the video tokens (like the official trainer's
+    audio=None path, which skips the audio<->video cross-attention).
+    """
+    dt = transformer.dtype
+    b = video.hidden.shape[0]
+    device = video.hidden.device
+    cfg = transformer.config
+    audio_hidden = torch.zeros(b, 1, cfg.audio_in_channels, device=device, dtype=dt)
+    audio_coords = transformer.audio_rope.prepare_audio_coords(b, 1, device)
+    zero = torch.zeros(b, device=device)
+    out_video, _ = transformer(
+        hidden_states=video.hidden.to(dt),
+        audio_hidden_states=audio_hidden,
+        encoder_hidden_states=text.video.to(dt),
+        audio_encoder_hidden_states=text.audio.to(dt),
+        timestep=video.timesteps.to(dt),
+        audio_timestep=zero.to(dt),
+        sigma=(video.sigma * TIMESTEP_SCALE).to(dt),
+        audio_sigma=zero.to(dt),
+        encoder_attention_mask=text.mask,
+        audio_encoder_attention_mask=text.mask,
+        video_coords=video.coords,
+        audio_coords=audio_coords,
+        isolate_modalities=True,
+        use_cross_timestep=bool(getattr(cfg, "cross_attn_mod", False)),
+        fps=video.fps,
+        return_dict=False,
+    )
+    return out_video.float()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared error over the unmasked tokens: [B]. A sample with no trainable token gives 0."""
+    per_token = ((pred - target) ** 2).mean(-1)
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)

@@ -1,0 +1,105 @@
+"""The latent cache: one safetensors file per sample and one per distinct caption, plus a manifest.
+
+Per-sample files make preprocessing resumable (an existing file is a finished sample) and let each training worker
+read only the samples it draws. Captions are stored once however many scenes share them: text embeddings are
+the largest part of a sample at real model sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "manifest.json"
+
+
+def stable_id(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write next to the target and rename, so a crash never leaves a half-written file that looks finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+@dataclass
+class CachedSample:
+    id: str
+    name: str  # human name: archive path, plus the scene window when split
+    caption: str
+    text_id: str
+    latent_shape: list[int]  # [C, F, H, W]
+    num_frames: int  # pixel frames
+    fps: float
+
+    @property
+    def tokens(self) -> int:
+        _, f, h, w = self.latent_shape
+        return f * h * w
+
+
+@dataclass
+class Manifest:
+    model_dir: str
+    width: int
+    height: int
+    num_frames: int
+    frame_rate: float
+    samples: list[CachedSample] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        samples = [CachedSample(**s) for s in data.pop("samples", [])]
+        return cls(samples=samples, **data)
+
+
+class LatentCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def video_path(self, sample_id: str) -> Path:
+        return self.root / "video" / f"{sample_id}.safetensors"
+
+    def text_path(self, text_id: str) -> Path:
+        return self.root / "text" / f"{text_id}.safetensors"
+
+    def has_video(self, sample_id: str) -> bool:
+        return self.video_path(sample_id).exists()
+
+    def has_text(self, text_id: str) -> bool:
+        return self.text_path(text_id).exists()
+
+    def write_video(self, sample_id: str, latents: torch.Tensor) -> None:
+        atomic_save({"latents": latents}, self.video_path(sample_id))
+
+    def write_text(self, text_id: str, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> None:
+        atomic_save({"video": video, "audio": audio, "mask": mask}, self.text_path(text_id))
+
+    def load_video(self, sample_id: str) -> torch.Tensor:
+        return load_file(str(self.video_path(sample_id)))["latents"]
+
+    def load_text(self, text_id: str) -> dict[str, torch.Tensor]:
+        return load_file(str(self.text_path(text_id)))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest.to_json(), indent=1))
+        os.replace(tmp, self.root / MANIFEST)
+
+    def read_manifest(self) -> Manifest:
+        return Manifest.from_json(json.loads((self.root / MANIFEST).read_text()))

@@ -1,0 +1,89 @@
+"""Model-side encoding: fitted pixels -> normalised video latents, captions -> connector text embeddings.
+
+The plain functions are used by the Ray Data actors below and by validation sampling; the actors hold the model
+once per process (GPU when the pool is given `num_gpus`) and write straight into the latent cache, so only small
+metadata rows travel back to the driver.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..media.fit import frames_to_video_tensor
+from .cache import LatentCache
+
+
+def device_for_actor() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@torch.no_grad()
+def encode_video(vae, frames: np.ndarray) -> torch.Tensor:
+    """uint8 [F, H, W, 3] -> normalised latents [C, F', H', W'] (posterior mean, no sampling noise)."""
+    from diffusers import LTX2Pipeline
+
+    param = next(vae.parameters())
+    video = frames_to_video_tensor(frames).unsqueeze(0).to(param.device, param.dtype)
+    latents = vae.encode(video).latent_dist.mode()
+    latents = LTX2Pipeline._normalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    return latents[0].float().cpu()
+
+
+@torch.no_grad()
+def encode_text(tokenizer, text_encoder, connectors, prompts: list[str], max_length: int):
+    """Gemma hidden states of every layer -> LTX-2 connectors, as the diffusers LTX-2 pipelines compute them.
+
+    Returns (video [B, T, Dv], audio [B, T, Da], mask [B, T]) in float32 on CPU.
+    """
+    param = next(text_encoder.parameters())
+    tokenizer.padding_side = "left"  # LTX-2 text features are computed on left-padded prompts
+    enc = tokenizer([p.strip() for p in prompts], padding="max_length", max_length=max_length, truncation=True,
+                    add_special_tokens=True, return_tensors="pt")
+    ids, attn = enc.input_ids.to(param.device), enc.attention_mask.to(param.device)
+    hidden = text_encoder(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
+    stacked = torch.stack(hidden, dim=-1).flatten(2, 3).to(next(connectors.parameters()).dtype)
+    video, audio, mask = connectors(stacked, attn, padding_side="left")
+    return video.float().cpu(), audio.float().cpu(), mask.float().cpu()
+
+
+class VideoEncoderActor:
+    """Ray Data actor: rows with fitted `frames` -> video latents written to the cache."""
+
+    def __init__(self, model_dir: str, cache_dir: str):
+        from ..models.bundle import load_components
+
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        self.vae = load_components(model_dir, ["vae"], dtype=dtype, device=device_for_actor())["vae"].eval()
+        self.cache = LatentCache(cache_dir)
+
+    def __call__(self, batch: dict) -> dict:
+        shapes = []
+        for sample_id, frames in zip(batch["id"], batch["frames"]):
+            latents = encode_video(self.vae, np.asarray(frames))
+            self.cache.write_video(str(sample_id), latents)
+            shapes.append(np.asarray(latents.shape, dtype=np.int64))
+        out = {k: v for k, v in batch.items() if k != "frames"}
+        out["latent_shape"] = np.stack(shapes)
+        return out
+
+
+class TextEncoderActor:
+    """Ray Data actor: rows with `caption` -> text embeddings written to the cache."""
+
+    def __init__(self, model_dir: str, cache_dir: str):
+        from ..models.bundle import load_components, load_model_info
+
+        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        parts = load_components(model_dir, ["tokenizer", "text_encoder", "connectors"], dtype=dtype,
+                                device=device_for_actor())
+        self.tokenizer, self.text_encoder, self.connectors = parts["tokenizer"], parts["text_encoder"], parts["connectors"]
+        self.max_length = load_model_info(model_dir).max_sequence_length
+        self.cache = LatentCache(cache_dir)
+
+    def __call__(self, batch: dict) -> dict:
+        prompts = [str(c) for c in batch["caption"]]
+        video, audio, mask = encode_text(self.tokenizer, self.text_encoder, self.connectors, prompts, self.max_length)
+        for i, text_id in enumerate(batch["text_id"]):
+            self.cache.write_text(str(text_id), video[i], audio[i], mask[i])
+        return {"text_id": np.asarray(batch["text_id"])}

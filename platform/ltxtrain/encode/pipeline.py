@@ -1,0 +1,154 @@
+"""Preprocessing on Ray Data: plan windows (scene cuts, length checks) → decode + fit on CPU tasks →
+video VAE and text encoder in actor pools → latent cache.
+
+Two passes keep the heavy stream simple: a cheap planning pass whose small rows come back to the driver (so every
+skip is reported by name), then the decode/encode stream over the windows that will really be trained on. Samples
+already in the cache are not recomputed, so a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..api.errors import Diagnostics, ErrorItem, RequestError
+from ..intake.dataset import SampleSpec
+from ..media.fit import FitSpec, TimeWindow, decode_and_fit, fit_image, frames_available
+from ..media.probe import probe
+from ..media.scenes import split_windows
+from .cache import CachedSample, LatentCache, Manifest, stable_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    model_dir: str
+    cache_dir: str
+    width: int
+    height: int
+    num_frames: int
+    frame_rate: float
+    auto_scale: bool = False
+    split_scenes: bool = True
+    split_threshold: float = 30.0
+    encoder_actors: int = 1
+    gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
+
+    def fit_spec(self, kind: str) -> FitSpec:
+        frames = 1 if kind == "image" else self.num_frames
+        return FitSpec(self.width, self.height, frames, float(self.frame_rate))
+
+
+def _scene_name(name: str, index: int, window: TimeWindow) -> str:
+    return f"{name} [scene {index + 1}: {window.start:.2f}-{window.end:.2f} s]"
+
+
+def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
+    """CPU task: one sample -> its training windows (scene split when long), each either kept or skipped."""
+    base = {k: row[k] for k in ("name", "path", "kind", "caption", "text_id")}
+    if row["kind"] == "image":
+        return [{**base, "start": 0.0, "end": 0.0, "skip": ""}]
+    info = probe(row["path"])
+    windows = split_windows(info, cfg.split_scenes, cfg.split_threshold)
+    rows = []
+    for i, w in enumerate(windows):
+        name = _scene_name(row["name"], i, w) if len(windows) > 1 else row["name"]
+        have = frames_available(w.end - w.start, cfg.frame_rate)
+        skip = ""
+        if not cfg.auto_scale and have < cfg.num_frames:
+            skip = (f"too short: {have} frames at {cfg.frame_rate:g} fps ({w.end - w.start:.2f} s), "
+                    f"need {cfg.num_frames} (enable auto_scale_input to fit it)")
+        rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip})
+    return rows
+
+
+def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
+    """CPU task: decode and fit one window to the bucket geometry."""
+    spec = cfg.fit_spec(row["kind"])
+    if row["kind"] == "image":
+        frames = fit_image(row["path"], spec.width, spec.height)
+    else:
+        frames = decode_and_fit(row["path"], spec, TimeWindow(row["start"], row["end"]), auto_scale=cfg.auto_scale)
+    return {"id": row["id"], "frames": frames}
+
+
+def _sample_id(row: dict, cfg: PreprocessConfig) -> str:
+    return stable_id(row["name"], row["start"], row["end"], cfg.width, cfg.height, cfg.fit_spec(row["kind"]).num_frames,
+                     cfg.frame_rate, cfg.auto_scale, cfg.model_dir)
+
+
+def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics) -> Manifest:
+    import ray
+
+    cache = LatentCache(cfg.cache_dir)
+    items = [{"name": s.name, "path": s.media["target"], "kind": s.kind, "caption": s.caption,
+              "text_id": stable_id(s.caption, cfg.model_dir)} for s in samples]
+
+    planned = ray.data.from_items(items).flat_map(plan_sample, fn_kwargs={"cfg": cfg}).take_all()
+    keep = []
+    for row in sorted(planned, key=lambda r: (r["name"], r["start"])):
+        if row["skip"]:
+            diag.skip(row["name"], row["skip"])
+        else:
+            keep.append({**row, "id": _sample_id(row, cfg)})
+    if not keep:
+        raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
+                           skipped=diag.skipped)
+
+    actor_opts = {"concurrency": cfg.encoder_actors, "num_gpus": cfg.gpus_per_actor or None,
+                  "num_cpus": 0 if cfg.gpus_per_actor else 1}
+    actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
+
+    texts = {r["text_id"]: r["caption"] for r in keep if not cache.has_text(r["text_id"])}
+    if texts:
+        log.info("encoding %d captions", len(texts))
+        rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
+        ray.data.from_items(rows).map_batches(
+            _text_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir), batch_size=8, **actor_opts
+        ).materialize()
+
+    todo = [r for r in keep if not cache.has_video(r["id"])]
+    if todo:
+        log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
+        try:
+            ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg}).map_batches(
+                _video_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir), batch_size=1, **actor_opts
+            ).materialize()
+        except Exception as exc:  # a clip that probed fine but fails to decode: name it
+            raise _named_failure(exc, todo) from exc
+
+    manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
+                        skipped=[s.to_json() for s in diag.skipped])
+    for r in keep:
+        latents = cache.load_video(r["id"])
+        manifest.samples.append(CachedSample(
+            id=r["id"], name=r["name"], caption=r["caption"], text_id=r["text_id"],
+            latent_shape=list(latents.shape), num_frames=cfg.fit_spec(r["kind"]).num_frames,
+            fps=float(cfg.frame_rate),
+        ))
+    cache.write_manifest(manifest)
+    return manifest
+
+
+def _video_actor():
+    from .encoders import VideoEncoderActor
+
+    return VideoEncoderActor
+
+
+def _text_actor():
+    from .encoders import TextEncoderActor
+
+    return TextEncoderActor
+
+
+def _named_failure(exc: Exception, rows: list[dict]) -> Exception:
+    text = str(exc)
+    for r in rows:
+        if r["path"] in text or r["name"] in text:
+            if "ClipTooShort" in text:
+                return RequestError.file(r["name"], "clip became too short while decoding")
+            return RequestError.file(r["name"], f"could not decode: {text.splitlines()[-1][:300]}")
+    return exc
+

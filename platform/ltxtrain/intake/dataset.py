@@ -1,0 +1,186 @@
+"""Turn extracted archive files into named samples by the recipe's file roles, with named errors and skips.
+
+Runs on the driver and only reads container metadata (probe), so `ltxtrain check` stays cheap.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from ..api.errors import Diagnostics, ErrorItem, RequestError
+from ..api.schema import TrainingRequest
+from ..media.fit import frames_available
+from ..media.probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, MediaInfo, probe
+from ..products.base import Recipe
+from .archive import ExtractedFile
+
+CAPTION_EXTENSION = ".txt"
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One training item before decoding: its media files by role, its final caption and their probes."""
+
+    name: str  # archive path of the target media, used in every message about this sample
+    kind: str  # "video" | "image"
+    caption: str
+    media: dict[str, str]  # role -> local path
+    info: dict[str, MediaInfo]  # role -> probe
+    archive_paths: dict[str, str] = field(default_factory=dict)  # role -> path inside the archive
+
+    def to_json(self) -> dict:
+        target = self.info["target"]
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "caption": self.caption,
+            "files": self.archive_paths,
+            "width": target.width,
+            "height": target.height,
+            "fps": target.fps,
+            "duration": round(target.duration, 3),
+            "has_audio": target.has_audio,
+        }
+
+
+def media_kind(path: str) -> str | None:
+    ext = posixpath.splitext(path)[1].lower()
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    return None
+
+
+def final_caption(trigger_phrase: str, caption: str) -> str:
+    """Spec: the trigger phrase is prepended to every caption ("mystyle A dog running")."""
+    caption = " ".join(caption.split())
+    return f"{trigger_phrase} {caption}".strip() if trigger_phrase else caption
+
+
+def _split_role(stem: str, roles: dict[str, str]) -> tuple[str, str] | None:
+    """('clip_start', {'_start': 'reference', ...}) -> ('clip', 'reference'); '' matches a bare name."""
+    for suffix, role in sorted(roles.items(), key=lambda kv: -len(kv[0])):
+        if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)], role
+    return (stem, roles[""]) if "" in roles else None
+
+
+def build_samples(recipe: Recipe, request: TrainingRequest, files: list[ExtractedFile], diag: Diagnostics) -> list[SampleSpec]:
+    captions: dict[str, ExtractedFile] = {}
+    groups: dict[str, dict[str, ExtractedFile]] = {}
+    kinds: dict[str, list[str]] = {}
+    errors: list[ErrorItem] = []
+
+    for f in files:
+        stem, ext = posixpath.splitext(f.archive_path)
+        if ext.lower() == CAPTION_EXTENSION:
+            captions[stem] = f
+            continue
+        kind = media_kind(f.archive_path)
+        if kind is None:
+            diag.warn(f"ignored '{f.archive_path}': not a supported media or caption file")
+            continue
+        split = _split_role(stem, recipe.roles)
+        if split is None:
+            errors.append(ErrorItem(("body", "training_data_url", f.archive_path),
+                                    f"file name must end with one of {sorted(s for s in recipe.roles if s)}"))
+            continue
+        base, role = split
+        if kind not in recipe.media_kinds:
+            errors.append(ErrorItem(("body", "training_data_url", f.archive_path),
+                                    f"{kind} files are not accepted by this endpoint"))
+            continue
+        slot = groups.setdefault(base, {})
+        if role in slot:
+            errors.append(ErrorItem(("body", "training_data_url", f.archive_path),
+                                    f"duplicate media for '{base}': '{slot[role].archive_path}' and '{f.archive_path}'"))
+            continue
+        slot[role] = f
+        kinds.setdefault(kind, []).append(f.archive_path)
+
+    if errors:
+        raise RequestError(errors)
+    n_media = sum(len(v) for v in kinds.values())
+    if n_media == 0:
+        raise RequestError.field("training_data_url", "the archive contains no supported media files "
+                                 f"(videos: {', '.join(VIDEO_EXTENSIONS)}; images: {', '.join(IMAGE_EXTENSIONS)})")
+    if recipe.single_media_kind and len(kinds) > 1:
+        raise RequestError.field(
+            "training_data_url",
+            "the dataset must contain only videos or only images, found both "
+            f"(e.g. '{kinds['video'][0]}' and '{kinds['image'][0]}')",
+        )
+    if n_media > recipe.max_media_files:
+        raise RequestError.field("training_data_url",
+                                 f"the archive has {n_media} media files; at most {recipe.max_media_files} are allowed")
+
+    needs_caption = recipe.captions_required(request)
+    samples: list[SampleSpec] = []
+    for base in sorted(groups):
+        slot = groups[base]
+        missing = [r for r in set(recipe.roles.values()) if r not in slot]
+        if missing:
+            present = next(iter(slot.values())).archive_path
+            want = [s or "(bare name)" for s, r in recipe.roles.items() if r in missing]
+            errors.append(ErrorItem(("body", "training_data_url", present),
+                                    f"'{present}' has no matching {' / '.join(want)} file"))
+            continue
+        cap_file = captions.get(base)
+        if cap_file is None and needs_caption:
+            errors.append(ErrorItem(("body", "training_data_url", base + CAPTION_EXTENSION),
+                                    f"caption '{base}{CAPTION_EXTENSION}' is required (or set trigger_phrase)"))
+            continue
+        text = ""
+        if cap_file is not None:
+            with open(cap_file.local_path, "rb") as fh:
+                text = fh.read(64 * 1024).decode("utf-8", errors="replace")
+        infos: dict[str, MediaInfo] = {}
+        for role, f in slot.items():
+            try:
+                infos[role] = probe(f.local_path)
+            except MediaError as exc:
+                errors.append(ErrorItem(("body", "training_data_url", f.archive_path), f"unreadable media: {exc}"))
+        if len(infos) != len(slot):
+            continue
+        target = slot["target"]
+        samples.append(SampleSpec(
+            name=target.archive_path,
+            kind=infos["target"].kind,
+            caption=final_caption(request.trigger_phrase, text),
+            media={r: f.local_path for r, f in slot.items()},
+            info=infos,
+            archive_paths={r: f.archive_path for r, f in slot.items()},
+        ))
+    if errors:
+        raise RequestError(errors)
+
+    samples = [s for s in samples if _long_enough(s, request, diag)]
+    if not samples:
+        raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after checks"),
+                           skipped=diag.skipped)
+    return samples
+
+
+def will_split(info: MediaInfo, request: TrainingRequest) -> bool:
+    return info.kind == "video" and request.split_input_into_scenes and info.duration > request.split_input_duration_threshold
+
+
+def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics) -> bool:
+    """Spec: a clip shorter than number_of_frames at frame_rate is skipped (unless auto_scale_input fits it).
+
+    Clips that will be split into scenes are judged per scene later, during preprocessing.
+    """
+    if sample.kind != "video" or request.auto_scale_input:
+        return True
+    for role, info in sample.info.items():
+        if will_split(info, request):
+            continue
+        have = frames_available(info.duration, request.frame_rate)
+        if have < request.number_of_frames:
+            diag.skip(sample.archive_paths[role],
+                      f"too short: {have} frames at {request.frame_rate} fps ({info.duration:.2f} s), "
+                      f"need {request.number_of_frames} (enable auto_scale_input to fit it)")
+            return False
+    return True

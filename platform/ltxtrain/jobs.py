@@ -1,0 +1,176 @@
+"""One job = intake → preprocess (Ray Data) → train (Ray Train) → export. Used by the CLI, jobs/train.py and Serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api.errors import Diagnostics, RequestError
+from .api.result import OutputFile, TrainingResult, billing_units
+from .intake.archive import extract_archive, require_nonempty
+from .intake.dataset import SampleSpec, build_samples
+from .intake.fetch import fetch
+from .intake.limits import IntakeLimits
+from .products import get_recipe
+from .products.base import Recipe
+
+log = logging.getLogger("ltxtrain")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("LTXTRAIN_HOME", Path.home() / ".cache" / "ltxtrain"))
+
+
+@dataclass
+class Intake:
+    recipe: Recipe
+    request: object
+    samples: list[SampleSpec]
+    diag: Diagnostics
+    data_dir: str
+
+
+def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = IntakeLimits()) -> Intake:
+    """Validate the request, fetch and extract the archive, match files to samples. Raises RequestError (422)."""
+    recipe = get_recipe(endpoint)
+    request = recipe.parse(payload)
+    os.makedirs(work_dir, exist_ok=True)
+    archive = fetch(request.training_data_url, os.path.join(work_dir, "dataset.zip"), limits)
+    data_dir = os.path.join(work_dir, "data")
+    files = extract_archive(archive, data_dir, limits)
+    require_nonempty(files)
+    diag = Diagnostics()
+    samples = build_samples(recipe, request, files, diag)
+    return Intake(recipe, request, samples, diag, data_dir)
+
+
+def check(endpoint: str, payload: dict, limits: IntakeLimits = IntakeLimits()) -> dict:
+    """Everything `train` checks before spending compute; the work directory is removed afterwards."""
+    work = tempfile.mkdtemp(prefix="ltxtrain-check-")
+    try:
+        result = intake(endpoint, payload, work, limits)
+        return {
+            "accepted": True,
+            "endpoint": result.recipe.endpoint,
+            "request": result.request.model_dump(),
+            "samples": [s.to_json() for s in result.samples],
+            "skipped": [s.to_json() for s in result.diag.skipped],
+            "warnings": result.diag.warnings,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class JobOptions:
+    model: str = "tiny"
+    text_encoder: str | None = None
+    address: str | None = None
+    num_workers: int | None = None
+    use_gpu: bool | None = None
+    home: Path = field(default_factory=default_home)
+    limits: IntakeLimits = field(default_factory=IntakeLimits)
+    seed: int = 42
+    keep_work: bool = False
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = None
+    if os.environ.get("LTXTRAIN_SHIP_PACKAGE") == "1":
+        # Under `ray job submit` the library sits in the shipped working dir, not on the workers' path:
+        # ship the package itself so Ray Data tasks and Train workers on every node can import it.
+        runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, runtime_env=runtime_env)
+
+
+def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOptions()) -> TrainingResult:
+    """Run a whole training job and write `out_dir/result.json`. RequestError propagates (after result.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(endpoint, payload, out, opts)
+    except RequestError as exc:
+        shutil.rmtree(out / "work", ignore_errors=True)  # nothing half-written stays behind
+        (out / "result.json").write_text(json.dumps({**exc.to_json(), "billing_units": 0}, indent=2))
+        raise
+
+
+def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingResult:
+    import ray
+
+    from .encode.pipeline import PreprocessConfig, preprocess
+    from .export.config_file import write_config
+    from .export.lora_file import save_lora
+    from .models.bundle import load_model_info, resolve_model
+    from .train.config import TrainConfig
+    from .train.run import run_training
+
+    work = out / "work"
+    job = intake(endpoint, payload, str(work), opts.limits)  # cheap, fails fast with 422 before Ray starts
+    request, recipe = job.request, job.recipe
+    _init_ray(opts.address)
+    resources = ray.cluster_resources()
+    use_gpu = resources.get("GPU", 0) > 0 if opts.use_gpu is None else opts.use_gpu
+    workers = opts.num_workers or (int(resources.get("GPU", 1)) if use_gpu else max(1, min(2, int(resources.get("CPU", 1)))))
+
+    model_dir = resolve_model(opts.model, str(opts.home / "models"), text_encoder=opts.text_encoder)
+    info = load_model_info(model_dir)
+    width, height = request.size
+    pre = PreprocessConfig(
+        model_dir=model_dir, cache_dir=str(work / "cache"), width=width, height=height,
+        num_frames=request.number_of_frames, frame_rate=request.frame_rate, auto_scale=request.auto_scale_input,
+        split_scenes=request.split_input_into_scenes, split_threshold=request.split_input_duration_threshold,
+        gpus_per_actor=1.0 if use_gpu else 0.0,
+    )
+    manifest = preprocess(job.samples, pre, job.diag)
+    log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
+
+    audio = False  # joint audio training arrives with the audio issue
+    targets = recipe.lora_targets(request, audio)
+    cfg = TrainConfig(
+        model_dir=model_dir, cache_dir=pre.cache_dir, steps=request.number_of_steps,
+        learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
+        first_frame_p=recipe.first_frame_p(request), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
+    )
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=str(work / "ray_results"),
+                           name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}")
+
+    from safetensors.torch import load_file
+
+    slug = recipe.endpoint.replace("/", "_")
+    lora_path = out / f"{slug}_lora.safetensors"
+    config_path = out / f"{slug}_config.json"
+    save_lora(str(lora_path), load_file(outcome.adapter_path), rank=request.rank, alpha=float(request.rank),
+              metadata={"ltxtrain_endpoint": recipe.endpoint, "ltxtrain_rank": str(request.rank)})
+    write_config(config_path, endpoint=recipe.endpoint, training_type=recipe.training_type,
+                 trigger_phrase=request.trigger_phrase, rank=request.rank, alpha=float(request.rank),
+                 base_model=opts.model, model_family=info.family, lora_targets=targets,
+                 request=request.model_dump())
+    result = TrainingResult(
+        lora_file=OutputFile.from_path(lora_path),
+        config_file=OutputFile.from_path(config_path),
+        video=None,  # validation reel: validation issue
+        debug_dataset=None,
+        billing_units=billing_units(request.number_of_steps, True),
+        endpoint=recipe.endpoint,
+        number_of_steps=request.number_of_steps,
+        samples=len(manifest.samples),
+        skipped=[s.to_json() for s in job.diag.skipped],
+        warnings=job.diag.warnings,
+        metrics=outcome.metrics,
+    )
+    (out / "result.json").write_text(result.model_dump_json(indent=2))
+    if not opts.keep_work:
+        shutil.rmtree(work / "data", ignore_errors=True)
+        (work / "dataset.zip").unlink(missing_ok=True)
+    return result

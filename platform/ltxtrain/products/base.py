@@ -1,0 +1,61 @@
+"""What a product is: a declaration the shared pipeline reads. Nothing here knows how to train.
+
+A recipe names
+- its request model (fields, defaults, ranges, cross-field checks),
+- the file roles in the archive (`""` → the plain media file; later `_start`, `_end`, `_mask`),
+- which media kinds it accepts and whether captions are required,
+- the conditions it trains with (first frame with probability p, …),
+- its default LoRA targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..api.errors import ErrorItem
+from ..api.schema import TrainingRequest
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    """Clean first latent frame (pixel frame 0), timestep 0, no loss — drawn per sample with probability p."""
+
+    probability_field: str = "first_frame_conditioning_p"
+
+    def probability(self, request: TrainingRequest) -> float:
+        return float(getattr(request, self.probability_field))
+
+
+Condition = FirstFrame  # later: Reference, VideoMask, AudioReference
+
+
+@dataclass(frozen=True)
+class Recipe:
+    endpoint: str
+    request_model: type[TrainingRequest]
+    # file-name suffix (before the extension) -> role; "" means the bare file name is the media itself
+    roles: dict[str, str]
+    media_kinds: tuple[str, ...] = ("video", "image")
+    # images and videos may not be mixed in one dataset (t2v spec)
+    single_media_kind: bool = True
+    max_media_files: int = 1000
+    captions_required: Callable[[TrainingRequest], bool] = lambda r: False
+    conditions: tuple[Condition, ...] = ()
+    lora_targets: Callable[[TrainingRequest, bool], list[str]] = lambda r, audio: []
+    # extra cross-field checks returning named errors (e.g. reference scale rules)
+    checks: tuple[Callable[[TrainingRequest], list[ErrorItem]], ...] = field(default_factory=tuple)
+    training_type: str = "lora"
+
+    def parse(self, payload) -> TrainingRequest:
+        from ..api.schema import parse_request
+        from ..api.errors import RequestError
+
+        request = parse_request(self.request_model, payload)
+        errors = [e for check in self.checks for e in check(request)]
+        if errors:
+            raise RequestError(errors)
+        return request
+
+    def first_frame_p(self, request: TrainingRequest) -> float:
+        return next((c.probability(request) for c in self.conditions if isinstance(c, FirstFrame)), 0.0)

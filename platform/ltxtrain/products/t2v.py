@@ -1,0 +1,38 @@
+"""`t2v` — text-to-video LoRA (../shared/spec/t2v-trainer.md)."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from ..api.schema import TrainingRequest
+from ..models.lora import AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS
+from .base import FirstFrame, Recipe
+
+
+class T2VRequest(TrainingRequest):
+    with_audio: bool | None = None
+    generate_audio_in_validation: bool = True
+    audio_normalize: bool = True
+    audio_preserve_pitch: bool = True
+
+    @model_validator(mode="after")
+    def _image_urls_all_or_none(self) -> "T2VRequest":
+        with_image = [v.image_url is not None for v in self.validation]
+        if any(with_image) and not all(with_image):
+            raise ValueError("validation: if any entry has image_url, all entries must have one")
+        return self
+
+
+def _targets(request: TrainingRequest, audio: bool) -> list[str]:
+    return VIDEO_TARGETS + (AUDIO_TARGETS + CROSS_MODAL_TARGETS if audio else [])
+
+
+RECIPE = Recipe(
+    endpoint="t2v",
+    request_model=T2VRequest,
+    roles={"": "target"},
+    media_kinds=("video", "image"),
+    single_media_kind=True,
+    conditions=(FirstFrame(),),
+    lora_targets=_targets,
+)

@@ -1,0 +1,38 @@
+"""Everything a training worker needs, as one plain serialisable record (Ray ships it to each worker)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    model_dir: str
+    cache_dir: str
+    steps: int
+    learning_rate: float
+    rank: int
+    lora_targets: list[str]
+    first_frame_p: float = 0.0
+    seed: int = 42
+    batch_size: int = 1  # per worker
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01
+    warmup_steps: int = 0  # default: min(100, 5% of steps), see `resolved_warmup`
+    final_lr_fraction: float = 0.1
+    gradient_checkpointing: bool | None = None  # None: on for GPU, off for CPU (tiny models gain nothing)
+    mixed_precision: bool | None = None  # None: bf16 on GPU, fp32 on CPU
+    log_every: int = 10
+    metrics_path: str | None = None  # rank 0 appends one JSON line per logged step
+    probe_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**d)
+
+    @property
+    def resolved_warmup(self) -> int:
+        return self.warmup_steps or min(100, self.steps // 20)

@@ -1,0 +1,167 @@
+"""The training loop run by every Ray Train worker. It knows the objective, not how the model is sharded."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import torch
+
+from ..conditioning.timesteps import sample_sigmas
+from ..conditioning.tokens import TextContext, first_frame_mask, masked_mse, predict, video_tokens
+from ..encode.cache import LatentCache
+from .config import TrainConfig
+from .data import Batch, CacheReader, StepSampler
+from .parallel import all_mean, full_state_dict, is_distributed, shard_transformer
+
+LORA_FILE = "adapter.safetensors"
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up, then linear decay to `final_lr_fraction`. Stepped once per optimizer step on every rank,
+    so the schedule is the same for any worker count (the official trainer's runs N× too fast on N GPUs)."""
+    warm = cfg.resolved_warmup
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        span = max(1, cfg.steps - warm)
+        return 1.0 - (1.0 - cfg.final_lr_fraction) * min(1.0, (step - warm) / span)
+
+    return f
+
+
+def flow_loss(transformer, batch: Batch, sigma: torch.Tensor, noise: torch.Tensor, first_frame: torch.Tensor,
+              device: torch.device) -> torch.Tensor:
+    """Rectified-flow velocity loss per sample [B], conditioning tokens excluded."""
+    latents = batch.latents.to(device)
+    grid = tuple(latents.shape[2:])
+    cond = first_frame_mask(first_frame, grid).to(device)
+    tokens = video_tokens(transformer.rope, latents, sigma.to(device), batch.fps, cond=cond, noise=noise.to(device))
+    text = TextContext(batch.text_video.to(device), batch.text_audio.to(device), batch.text_mask.to(device))
+    pred = predict(transformer, tokens, text)
+    return masked_mse(pred, tokens.target, tokens.loss_mask)
+
+
+class ProbeLoss:
+    """Loss on a fixed sample with fixed noise and sigmas: the same number before and after training, so a
+    falling value means the model really fits the data (a training loss with fresh noise is too noisy for that)."""
+
+    def __init__(self, batch: Batch, sigmas: list[float], seed: int):
+        self.batch = batch
+        g = torch.Generator().manual_seed(seed)
+        c, f, h, w = batch.latents.shape[1:]
+        self.sigmas = torch.tensor(sigmas)
+        self.noises = [torch.randn(1, f * h * w, c, generator=g) for _ in sigmas]
+
+    @torch.no_grad()
+    def __call__(self, transformer, device) -> float:
+        losses = [
+            flow_loss(transformer, self.batch, s.view(1), n, torch.zeros(1, dtype=torch.bool), device).item()
+            for s, n in zip(self.sigmas, self.noises)
+        ]
+        return sum(losses) / len(losses)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    from ..models.bundle import load_components
+    from ..models.lora import attach_lora
+
+    cfg = TrainConfig.from_dict(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    use_cuda = torch.cuda.is_available()
+    device = torch.device("cuda", ctx.get_local_rank()) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    bf16 = use_cuda if cfg.mixed_precision is None else cfg.mixed_precision
+    grad_ckpt = use_cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    torch.manual_seed(cfg.seed)  # identical LoRA init on every rank before sharding
+
+    transformer = load_components(cfg.model_dir, ["transformer"])["transformer"]
+    transformer.requires_grad_(False)
+    attach_lora(transformer, cfg.rank, cfg.lora_targets)
+    if grad_ckpt:
+        transformer.enable_gradient_checkpointing()
+    transformer.to(device).train()
+    transformer = shard_transformer(transformer, bf16=bf16)
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+    cache = LatentCache(cfg.cache_dir)
+    manifest = cache.read_manifest()
+    reader = CacheReader(cache, manifest.samples)
+    sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
+    probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # per-rank noise and sigmas
+    num_tokens = manifest.samples[0].tokens
+
+    probe_start = probe(transformer, device)
+    metrics_file = open(cfg.metrics_path, "a") if (rank == 0 and cfg.metrics_path) else None
+    started, window_loss, window_n = time.time(), 0.0, 0
+    for step in range(cfg.steps):
+        t0 = time.time()
+        batch = reader.batch(sampler.indices(step))
+        b = batch.latents.shape[0]
+        sigma = sample_sigmas(b, num_tokens, generator=gen)
+        c, f, h, w = batch.latents.shape[1:]
+        noise = torch.randn(b, f * h * w, c, generator=gen)
+        first_frame = torch.rand(b, generator=gen) < cfg.first_frame_p
+        if f == 1:  # a single-frame sample conditioned on its only frame would have nothing left to learn
+            first_frame[:] = False
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = flow_loss(transformer, batch, sigma, noise, first_frame, device).mean()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_loss += loss.item()
+        window_n += 1
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            row = {
+                "step": step + 1,
+                "loss": all_mean(window_loss / window_n),
+                "lr": schedule.get_last_lr()[0],
+                "step_time": time.time() - t0,
+                "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+                if grad_norm is not None else None,
+                "elapsed": time.time() - started,
+            }
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss became {row['loss']} at step {step + 1}")
+            window_loss, window_n = 0.0, 0
+            if metrics_file:
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+
+    probe_end = probe(transformer, device)
+    state = full_state_dict(transformer)
+    final = {"step": cfg.steps, "probe_loss_start": probe_start, "probe_loss_end": probe_end,
+             "world_size": world, "train_time_s": time.time() - started}
+    if metrics_file:
+        metrics_file.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            from peft.utils import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            lora = get_peft_model_state_dict(_unwrap(transformer), state_dict=state)
+            save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
+            with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
+                json.dump(final, fh)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(final, checkpoint=checkpoint)
+    if is_distributed():
+        torch.distributed.barrier()
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)

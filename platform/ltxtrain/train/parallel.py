@@ -1,0 +1,49 @@
+"""How the transformer is spread over workers (FSDP2). The training loop never looks inside.
+
+Each transformer block is its own FSDP unit, then the root: parameters become DTensors sharded on dim 0, gathered
+block by block in forward/backward and freed after (reshard_after_forward). LoRA adapters must be attached before
+sharding so they live in the same units as the frozen weights they adapt.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def shard_transformer(transformer: nn.Module, bf16: bool) -> nn.Module:
+    if not is_distributed() or dist.get_world_size() == 1:
+        return transformer
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    # bf16 compute with fp32 gradient reduction on GPU; on CPU everything stays fp32 (bf16 is slower there).
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    for block in transformer.transformer_blocks:
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+    fully_shard(transformer, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+    return transformer
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded state dict on CPU (collective: every rank must call it; rank 0 uses the result)."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def all_mean(value: float) -> float:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned CPU torch and the project (editable) plus test tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first and pinned: an unpinned torch would pull the multi-GB CUDA build.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[test]"

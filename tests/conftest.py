@@ -1,0 +1,85 @@
+"""Shared fixtures: one Ray cluster for the whole session (started like a real head node, so `ray job submit`
+works against it too), a private LTXTRAIN_HOME, and the tiny model built once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "platform"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ltx_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("ltxtrain_home")
+    os.environ["LTXTRAIN_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(ltx_home) -> str:
+    from ltxtrain.models.bundle import resolve_model
+
+    return resolve_model("tiny", str(ltx_home / "models"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ltx_home, tmp_path_factory):
+    """A local head node (`ray start --head`) with its dashboard, shared by every test that needs Ray."""
+    import ray
+
+    port, dash = _free_port(), _free_port()
+    temp_dir = tmp_path_factory.mktemp("ray")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=2",
+           "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+    address = f"127.0.0.1:{port}"
+    ray.init(address=address, log_to_driver=False)
+    info = {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env}
+    try:
+        yield info
+    finally:
+        ray.shutdown()
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env,
+                       capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def write_request(tmp_path):
+    def _write(payload: dict, name: str = "request.json") -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps(payload))
+        return str(path)
+
+    return _write
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
