@@ -20,6 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The session's throwaway head node listens on this machine only; token auth would make every client (this
+# process, `ray job submit`, the job's driver) share a token file that parallel sessions can overwrite.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def _free_port() -> int:

@@ -103,8 +103,10 @@ def test_rejects_empty_archive(capsys, write_request, tmp_path):
 
 def test_rejects_escaping_entry_and_writes_nothing_outside(capsys, write_request, tmp_path):
     z = _zip(tmp_path / "evil.zip", {"ok.txt": b"caption", "../../escaped.txt": b"gotcha"})
+    req = write_request({"training_data_url": z})
     before = set(os.listdir(tmp_path))
-    code, out = run_check(capsys, write_request, {"training_data_url": z})
+    code = main(["check", "t2v", req])
+    out = json.loads(capsys.readouterr().out)
     assert code == 2 and "../../escaped.txt" in json.dumps(out["errors"])
     assert set(os.listdir(tmp_path)) == before and not (tmp_path.parent / "escaped.txt").exists()
 

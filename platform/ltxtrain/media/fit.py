@@ -90,7 +90,8 @@ class _Fitter:
             sw, sh, x0, y0 = crop_box(*disp, self.spec.width, self.spec.height)
             self.key, self.plan = key, (rot, (sh, sw) if rot % 2 else (sw, sh), x0, y0)
         rot, (rw, rh), x0, y0 = self.plan
-        img = frame.reformat(width=rw, height=rh, format="rgb24", interpolation=_INTERP).to_ndarray()
+        # threads=1: swscale's own threads did not help here, and Ray already runs one worker per core.
+        img = frame.reformat(width=rw, height=rh, format="rgb24", interpolation=_INTERP, threads=1).to_ndarray()
         if rot:
             img = np.rot90(img, rot)
         return img[y0:y0 + self.spec.height, x0:x0 + self.spec.width]
@@ -145,11 +146,12 @@ def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
         if idx < n:  # stream ended: the last frame stays on screen until its end
             if prev is None:
                 raise MediaError(path, "no decodable video frames")
-            end = prev_t + 1 / (src_fps or spec.frame_rate)
-            if not auto_scale and times[-1] > end + 1 / (src_fps or spec.frame_rate):
-                # Metadata promised more than the stream holds (allow one frame of slack).
-                have = int(np.searchsorted(times, end, side="left"))
-                raise ClipTooShort(have, n, spec.frame_rate, end - window.start)
+            period = 1 / (src_fps or spec.frame_rate)
+            if times[-1] > prev_t + 2 * period:
+                # Container metadata promised more than the stream holds; holding the last frame for the gap
+                # would train on a frozen picture. One frame of slack for rounding.
+                raise MediaError(path, f"video stream ends at {prev_t + period:.3f} s but frames up to "
+                                       f"{times[-1]:.3f} s are needed (truncated file or wrong duration metadata)")
             out[idx:] = prev_img if prev_img is not None else fit(prev)
     return out
 
@@ -168,9 +170,7 @@ def fit_image(path: str, width: int, height: int) -> np.ndarray:
             sw, sh, x0, y0 = crop_box(im.width, im.height, width, height)
             im = im.resize((sw, sh), Image.BICUBIC).crop((x0, y0, x0 + width, y0 + height))
             arr = np.asarray(im, dtype=np.uint8)
-    except MediaError:
-        raise
-    except Exception as e:
+    except Exception as e:  # PIL raises many kinds (UnidentifiedImageError, OSError, DecompressionBombError...)
         raise MediaError(path, f"unreadable image ({e})") from e
     return arr[None].copy()
 

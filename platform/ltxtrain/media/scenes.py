@@ -44,7 +44,8 @@ def detect_scenes(path: str, threshold: float = 27.0, min_scene_len: float = 0.5
                 pts = frame.pts - origin_pts if frame.pts is not None else None
                 tc = (FrameTimecode(Timecode(max(0, pts), tb), rate) if pts is not None
                       else FrameTimecode(i, rate))
-                img = frame.reformat(width=dw, height=dh, format="bgr24", interpolation="FAST_BILINEAR")
+                img = frame.reformat(width=dw, height=dh, format="bgr24", interpolation="FAST_BILINEAR",
+                                     threads=1)  # swscale threads cost more than they save at this size
                 cuts += [c.seconds for c in detector.process_frame(tc, img.to_ndarray())]
         except av.FFmpegError as e:
             raise MediaError(path, f"decoding failed ({e})") from e
