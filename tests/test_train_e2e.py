@@ -55,7 +55,7 @@ def test_long_clip_with_cuts_becomes_one_sample_per_scene(ray_cluster, tiny_mode
     again = preprocess(job.samples, cfg, Diagnostics())
     assert [s.id for s in again.samples] == [s.id for s in manifest.samples]
     # below the threshold (or with splitting off) the clip stays whole
-    row = {"name": "long.mp4", "path": cut_clip, "kind": "video", "caption": "", "text_id": "t"}
+    row = {"name": "long.mp4", "path": cut_clip, "ref_path": "", "kind": "video", "caption": "", "text_id": "t"}
     whole = PreprocessConfig(**{**cfg.__dict__, "split_threshold": 60.0})
     assert len(plan_sample(row, whole)) == 1
 

@@ -94,7 +94,7 @@ def _init_ray(address: str | None) -> None:
 
 def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOptions()) -> TrainingResult:
     """Run a whole training job and write `out_dir/result.json`. RequestError propagates (after result.json)."""
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # workers may run elsewhere (other cwd, other node): pass absolute paths
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _run(endpoint, payload, out, opts)
@@ -125,11 +125,12 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     model_dir = resolve_model(opts.model, str(opts.home / "models"), text_encoder=opts.text_encoder)
     info = load_model_info(model_dir)
     width, height = request.size
+    spatial, temporal = recipe.reference_factors(request) or (1, 1)
     pre = PreprocessConfig(
         model_dir=model_dir, cache_dir=str(work / "cache"), width=width, height=height,
         num_frames=request.number_of_frames, frame_rate=request.frame_rate, auto_scale=request.auto_scale_input,
         split_scenes=request.split_input_into_scenes, split_threshold=request.split_input_duration_threshold,
-        gpus_per_actor=1.0 if use_gpu else 0.0,
+        reference_spatial=spatial, reference_temporal=temporal, gpus_per_actor=1.0 if use_gpu else 0.0,
     )
     manifest = preprocess(job.samples, pre, job.diag)
     log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
@@ -150,12 +151,21 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     slug = recipe.endpoint.replace("/", "_")
     lora_path = out / f"{slug}_lora.safetensors"
     config_path = out / f"{slug}_config.json"
+    metadata = {"ltxtrain_endpoint": recipe.endpoint, "ltxtrain_rank": str(request.rank),
+                "training_type": recipe.training_type}
+    if recipe.reference_factors(request):
+        # Always written (even for 1) so inference mirrors the training-time reference scaling; the names are the
+        # ones LTX-2's IC-LoRA pipeline reads, plus the explicit spatial name.
+        metadata.update(reference_downscale_factor=str(spatial), reference_spatial_scale_factor=str(spatial),
+                        reference_temporal_scale_factor=str(temporal))
     save_lora(str(lora_path), load_file(outcome.adapter_path), rank=request.rank, alpha=float(request.rank),
-              metadata={"ltxtrain_endpoint": recipe.endpoint, "ltxtrain_rank": str(request.rank)})
+              metadata=metadata)
     write_config(config_path, endpoint=recipe.endpoint, training_type=recipe.training_type,
                  trigger_phrase=request.trigger_phrase, rank=request.rank, alpha=float(request.rank),
                  base_model=opts.model, model_family=info.family, lora_targets=targets,
-                 request=request.model_dump())
+                 request=request.model_dump(),
+                 extra={"reference_downscale_factor": spatial, "reference_temporal_scale_factor": temporal}
+                 if recipe.reference_factors(request) else None)
     result = TrainingResult(
         lora_file=OutputFile.from_path(lora_path),
         config_file=OutputFile.from_path(config_path),

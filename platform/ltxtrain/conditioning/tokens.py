@@ -41,6 +41,7 @@ class VideoTokens:
     sigma: torch.Tensor  # [B] the sample's noise level (drives prompt AdaLN / cross-modal gates)
     grid: tuple[int, int, int]  # latent (F, H, W) of the target
     fps: float
+    num_target: int  # target tokens come first; appended reference tokens follow
 
     @property
     def loss_mask(self) -> torch.Tensor:
@@ -59,6 +60,31 @@ def first_frame_mask(batch_flags: torch.Tensor, grid: tuple[int, int, int]) -> t
     return mask
 
 
+@dataclass(frozen=True)
+class Reference:
+    """IC-LoRA reference latents and how they were scaled from the target geometry."""
+
+    latents: torch.Tensor  # normalised [B, C, Fr, Hr, Wr]
+    spatial: int = 1  # the reference was downscaled by this factor in width and height
+    temporal: int = 1  # ... and keeps pixel frames [0] + range(1, F, temporal)
+
+
+def reference_coords(rope, ref: Reference, fps: float, device) -> torch.Tensor:
+    """RoPE coordinates that lay the reference over the target's space-time extent.
+
+    Spatial: a latent cell of a 1/s-size reference spans s times the pixels. Temporal: reference pixel frame i >= 1
+    stands for target frames [1 + S(i-1), 1 + S i), i.e. it runs at fps/S, shifted so its patch ends line up with
+    the target's (the rule the official LTX-2 IC-LoRA pipeline applies from the LoRA's scale metadata).
+    """
+    b, _, f, h, w = ref.latents.shape
+    coords = rope.prepare_video_coords(b, f, h, w, device, fps=fps / ref.temporal)
+    if ref.temporal != 1:
+        coords[:, 0] = (coords[:, 0] - (ref.temporal - 1) / fps).clamp(min=0.0)
+    if ref.spatial != 1:
+        coords[:, 1:] = coords[:, 1:] * ref.spatial
+    return coords
+
+
 def video_tokens(
     rope,
     clean_latents: torch.Tensor,
@@ -67,12 +93,14 @@ def video_tokens(
     cond: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     noisy: torch.Tensor | None = None,
+    reference: Reference | None = None,
 ) -> VideoTokens:
     """Assemble the video sequence.
 
     clean_latents: normalised [B, C, F, H, W]; sigma: [B]; cond: [B, S] conditioning mask (None = none).
     Training passes `noise` ([B, S, C]) and gets x_t and the velocity target; sampling passes `noisy`, the current
-    state. Conditioning tokens are replaced by their clean values and get sigma 0 either way.
+    state of the target tokens. Conditioning tokens are replaced by their clean values and get sigma 0 either way.
+    A reference is appended after the target: clean, sigma 0, never in the loss, on the target's coordinates.
     """
     b, _, f, h, w = clean_latents.shape
     x0 = pack_video(clean_latents).float()
@@ -90,7 +118,17 @@ def video_tokens(
     hidden = keep * x0 + (1.0 - keep) * noisy.float()
     sigma_tok = sigma[:, None] * (1.0 - cond)
     coords = rope.prepare_video_coords(b, f, h, w, x0.device, fps=fps)
-    return VideoTokens(hidden, sigma_tok, coords, cond, x0, target, sigma, (f, h, w), fps)
+    if reference is not None:
+        ref = pack_video(reference.latents).float().to(x0.device)
+        n_ref = ref.shape[1]
+        hidden = torch.cat([hidden, ref], 1)
+        sigma_tok = torch.cat([sigma_tok, torch.zeros(b, n_ref, device=x0.device)], 1)
+        coords = torch.cat([coords, reference_coords(rope, reference, fps, x0.device)], 2)
+        cond = torch.cat([cond, torch.ones(b, n_ref, device=x0.device)], 1)
+        x0 = torch.cat([x0, ref], 1)
+        if target is not None:
+            target = torch.cat([target, torch.zeros_like(ref)], 1)
+    return VideoTokens(hidden, sigma_tok, coords, cond, x0, target, sigma, (f, h, w), fps, num_target=s)
 
 
 @dataclass

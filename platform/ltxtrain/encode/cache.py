@@ -41,6 +41,7 @@ class CachedSample:
     latent_shape: list[int]  # [C, F, H, W]
     num_frames: int  # pixel frames
     fps: float
+    reference_shape: list[int] | None = None  # [C, Fr, Hr, Wr] for IC-LoRA samples
 
     @property
     def tokens(self) -> int:
@@ -55,6 +56,8 @@ class Manifest:
     height: int
     num_frames: int
     frame_rate: float
+    reference_spatial: int = 1
+    reference_temporal: int = 1
     samples: list[CachedSample] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
 
@@ -83,14 +86,16 @@ class LatentCache:
     def has_text(self, text_id: str) -> bool:
         return self.text_path(text_id).exists()
 
-    def write_video(self, sample_id: str, latents: torch.Tensor) -> None:
-        atomic_save({"latents": latents}, self.video_path(sample_id))
+    def write_video(self, sample_id: str, latents: torch.Tensor, reference: torch.Tensor | None = None) -> None:
+        tensors = {"latents": latents} if reference is None else {"latents": latents, "reference": reference}
+        atomic_save(tensors, self.video_path(sample_id))
 
     def write_text(self, text_id: str, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> None:
         atomic_save({"video": video, "audio": audio, "mask": mask}, self.text_path(text_id))
 
-    def load_video(self, sample_id: str) -> torch.Tensor:
-        return load_file(str(self.video_path(sample_id)))["latents"]
+    def load_video(self, sample_id: str) -> dict[str, torch.Tensor]:
+        """{"latents": [C, F, H, W]} plus "reference" for IC-LoRA samples."""
+        return load_file(str(self.video_path(sample_id)))
 
     def load_text(self, text_id: str) -> dict[str, torch.Tensor]:
         return load_file(str(self.text_path(text_id)))

@@ -59,13 +59,13 @@ class VideoEncoderActor:
 
     def __call__(self, batch: dict) -> dict:
         shapes = []
-        for sample_id, frames in zip(batch["id"], batch["frames"]):
+        refs = batch.get("reference")
+        for i, (sample_id, frames) in enumerate(zip(batch["id"], batch["frames"])):
             latents = encode_video(self.vae, np.asarray(frames))
-            self.cache.write_video(str(sample_id), latents)
+            reference = encode_video(self.vae, np.asarray(refs[i])) if refs is not None else None
+            self.cache.write_video(str(sample_id), latents, reference)
             shapes.append(np.asarray(latents.shape, dtype=np.int64))
-        out = {k: v for k, v in batch.items() if k != "frames"}
-        out["latent_shape"] = np.stack(shapes)
-        return out
+        return {"id": np.asarray(batch["id"]), "latent_shape": np.stack(shapes)}
 
 
 class TextEncoderActor:

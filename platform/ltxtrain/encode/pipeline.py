@@ -15,6 +15,7 @@ from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..intake.dataset import SampleSpec
 from ..media.fit import FitSpec, TimeWindow, decode_and_fit, fit_image, frames_available
 from ..media.probe import probe
+from ..media.reference import scale_reference
 from ..media.scenes import split_windows
 from .cache import CachedSample, LatentCache, Manifest, stable_id
 
@@ -32,6 +33,8 @@ class PreprocessConfig:
     auto_scale: bool = False
     split_scenes: bool = True
     split_threshold: float = 30.0
+    reference_spatial: int = 1  # IC-LoRA: reference downscale factor
+    reference_temporal: int = 1  # IC-LoRA: reference temporal subsampling factor
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
 
@@ -45,8 +48,11 @@ def _scene_name(name: str, index: int, window: TimeWindow) -> str:
 
 
 def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
-    """CPU task: one sample -> its training windows (scene split when long), each either kept or skipped."""
-    base = {k: row[k] for k in ("name", "path", "kind", "caption", "text_id")}
+    """CPU task: one sample -> its training windows (scene split when long), each either kept or skipped.
+
+    Scenes are detected once, on the target, and the same windows cut the reference, so pairs never desync.
+    """
+    base = {k: row[k] for k in ("name", "path", "ref_path", "kind", "caption", "text_id")}
     if row["kind"] == "image":
         return [{**base, "start": 0.0, "end": 0.0, "skip": ""}]
     info = probe(row["path"])
@@ -63,26 +69,36 @@ def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
     return rows
 
 
-def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
-    """CPU task: decode and fit one window to the bucket geometry."""
+def _fit(path: str, row: dict, cfg: PreprocessConfig):
     spec = cfg.fit_spec(row["kind"])
     if row["kind"] == "image":
-        frames = fit_image(row["path"], spec.width, spec.height)
-    else:
-        frames = decode_and_fit(row["path"], spec, TimeWindow(row["start"], row["end"]), auto_scale=cfg.auto_scale)
-    return {"id": row["id"], "frames": frames}
+        return fit_image(path, spec.width, spec.height)
+    return decode_and_fit(path, spec, TimeWindow(row["start"], row["end"]), auto_scale=cfg.auto_scale)
+
+
+def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
+    """CPU task: decode and fit one window to the bucket geometry (a reference identically, then scaled)."""
+    out = {"id": row["id"], "frames": _fit(row["path"], row, cfg)}
+    if row.get("ref_path"):
+        out["reference"] = scale_reference(_fit(row["ref_path"], row, cfg), cfg.reference_spatial,
+                                           cfg.reference_temporal)
+    return out
 
 
 def _sample_id(row: dict, cfg: PreprocessConfig) -> str:
     return stable_id(row["name"], row["start"], row["end"], cfg.width, cfg.height, cfg.fit_spec(row["kind"]).num_frames,
-                     cfg.frame_rate, cfg.auto_scale, cfg.model_dir)
+                     cfg.frame_rate, cfg.auto_scale, cfg.model_dir, row["ref_path"] and
+                     (cfg.reference_spatial, cfg.reference_temporal))
 
 
 def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics) -> Manifest:
     import ray
 
+    # Without this Ray Data reserves half the CPUs per operator and runs ~1 decode task at a time on small nodes.
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     cache = LatentCache(cfg.cache_dir)
-    items = [{"name": s.name, "path": s.media["target"], "kind": s.kind, "caption": s.caption,
+    items = [{"name": s.name, "path": s.media["target"], "ref_path": s.media.get("reference", ""),
+              "kind": s.kind, "caption": s.caption,
               "text_id": stable_id(s.caption, cfg.model_dir)} for s in samples]
 
     planned = ray.data.from_items(items).flat_map(plan_sample, fn_kwargs={"cfg": cfg}).take_all()
@@ -119,13 +135,15 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
             raise _named_failure(exc, todo) from exc
 
     manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
+                        reference_spatial=cfg.reference_spatial, reference_temporal=cfg.reference_temporal,
                         skipped=[s.to_json() for s in diag.skipped])
     for r in keep:
-        latents = cache.load_video(r["id"])
+        tensors = cache.load_video(r["id"])
+        ref = tensors.get("reference")
         manifest.samples.append(CachedSample(
             id=r["id"], name=r["name"], caption=r["caption"], text_id=r["text_id"],
-            latent_shape=list(latents.shape), num_frames=cfg.fit_spec(r["kind"]).num_frames,
-            fps=float(cfg.frame_rate),
+            latent_shape=list(tensors["latents"].shape), num_frames=cfg.fit_spec(r["kind"]).num_frames,
+            fps=float(cfg.frame_rate), reference_shape=list(ref.shape) if ref is not None else None,
         ))
     cache.write_manifest(manifest)
     return manifest

@@ -145,6 +145,14 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
         if len(infos) != len(slot):
             continue
         target = slot["target"]
+        mismatched = [r for r in recipe.matched_roles if infos[r].num_frames != infos["target"].num_frames]
+        if mismatched:
+            other = slot[mismatched[0]]
+            errors.append(ErrorItem(
+                ("body", "training_data_url", target.archive_path),
+                f"pair '{other.archive_path}' / '{target.archive_path}' has different frame counts "
+                f"({infos[mismatched[0]].num_frames} vs {infos['target'].num_frames}); trim each pair to the same length"))
+            continue
         samples.append(SampleSpec(
             name=target.archive_path,
             kind=infos["target"].kind,

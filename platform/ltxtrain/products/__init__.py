@@ -5,13 +5,13 @@ from __future__ import annotations
 from ..api.errors import ErrorItem, RequestError
 from .base import Recipe
 
-PLANNED = ("ic-lora/v2v", "ic-lora/v2v-masked", "av2av-masked")
+PLANNED = ("ic-lora/v2v-masked", "av2av-masked")
 
 
 def _registry() -> dict[str, Recipe]:
-    from . import t2v
+    from . import ic_lora_v2v, t2v
 
-    return {r.endpoint: r for r in (t2v.RECIPE,)}
+    return {r.endpoint: r for r in (t2v.RECIPE, ic_lora_v2v.RECIPE)}
 
 
 def get_recipe(endpoint: str) -> Recipe:

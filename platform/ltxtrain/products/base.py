@@ -27,7 +27,19 @@ class FirstFrame:
         return float(getattr(request, self.probability_field))
 
 
-Condition = FirstFrame  # later: Reference, VideoMask, AudioReference
+@dataclass(frozen=True)
+class ReferenceVideo:
+    """IC-LoRA: the `reference` role's clip, fitted like the target then scaled by the request's factors,
+    appended as clean tokens on the target's coordinates."""
+
+    spatial_field: str = "reference_downscale_factor"
+    temporal_field: str = "reference_temporal_scale_factor"
+
+    def factors(self, request: TrainingRequest) -> tuple[int, int]:
+        return int(getattr(request, self.spatial_field)), int(getattr(request, self.temporal_field))
+
+
+Condition = FirstFrame | ReferenceVideo  # later: VideoMask, AudioReference
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,8 @@ class Recipe:
     # extra cross-field checks returning named errors (e.g. reference scale rules)
     checks: tuple[Callable[[TrainingRequest], list[ErrorItem]], ...] = field(default_factory=tuple)
     training_type: str = "lora"
+    # roles whose clip must have exactly the target's frame count (one mismatch rejects the request)
+    matched_roles: tuple[str, ...] = ()
 
     def parse(self, payload) -> TrainingRequest:
         from ..api.schema import parse_request
@@ -59,3 +73,7 @@ class Recipe:
 
     def first_frame_p(self, request: TrainingRequest) -> float:
         return next((c.probability(request) for c in self.conditions if isinstance(c, FirstFrame)), 0.0)
+
+    def reference_factors(self, request: TrainingRequest) -> tuple[int, int] | None:
+        """(spatial, temporal) when the product trains with a reference video, else None."""
+        return next((c.factors(request) for c in self.conditions if isinstance(c, ReferenceVideo)), None)

@@ -44,18 +44,23 @@ class Batch:
     text_mask: torch.Tensor  # [B, T]
     fps: float
     names: list[str]
+    reference: torch.Tensor | None = None  # [B, C, Fr, Hr, Wr]
+    ref_spatial: int = 1
+    ref_temporal: int = 1
 
 
 class CacheReader:
     """Loads samples by index; keeps text embeddings in memory since scenes share captions."""
 
-    def __init__(self, cache: LatentCache, samples: list[CachedSample], keep_in_memory: int = 64):
+    def __init__(self, cache: LatentCache, samples: list[CachedSample], keep_in_memory: int = 64,
+                 ref_spatial: int = 1, ref_temporal: int = 1):
         self.cache, self.samples = cache, samples
+        self.ref_spatial, self.ref_temporal = ref_spatial, ref_temporal
         self._text: dict[str, dict[str, torch.Tensor]] = {}
-        self._video: dict[str, torch.Tensor] = {}
+        self._video: dict[str, dict[str, torch.Tensor]] = {}
         self._keep = keep_in_memory
 
-    def _load_video(self, s: CachedSample) -> torch.Tensor:
+    def _load_video(self, s: CachedSample) -> dict[str, torch.Tensor]:
         if s.id not in self._video:
             if len(self._video) >= self._keep:
                 self._video.pop(next(iter(self._video)))
@@ -73,8 +78,15 @@ class CacheReader:
         if len(shapes) != 1:  # one bucket per job today; batches never mix geometries
             raise ValueError(f"samples in one batch have different latent shapes: {sorted(shapes)}")
         texts = [self._load_text(s) for s in picked]
+        videos = [self._load_video(s) for s in picked]
+        has_ref = {"reference" in v for v in videos}
+        if len(has_ref) != 1:
+            raise ValueError("a batch mixes samples with and without reference latents")
         return Batch(
-            latents=torch.stack([self._load_video(s) for s in picked]).float(),
+            latents=torch.stack([v["latents"] for v in videos]).float(),
+            reference=torch.stack([v["reference"] for v in videos]).float() if has_ref == {True} else None,
+            ref_spatial=self.ref_spatial,
+            ref_temporal=self.ref_temporal,
             text_video=torch.stack([t["video"] for t in texts]).float(),
             text_audio=torch.stack([t["audio"] for t in texts]).float(),
             text_mask=torch.stack([t["mask"] for t in texts]).float(),

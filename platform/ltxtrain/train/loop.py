@@ -7,11 +7,13 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from ..conditioning.timesteps import sample_sigmas
-from ..conditioning.tokens import TextContext, first_frame_mask, masked_mse, predict, video_tokens
+from ..conditioning.tokens import Reference, TextContext, first_frame_mask, masked_mse, predict, video_tokens
 from ..encode.cache import LatentCache
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
@@ -40,7 +42,11 @@ def flow_loss(transformer, batch: Batch, sigma: torch.Tensor, noise: torch.Tenso
     latents = batch.latents.to(device)
     grid = tuple(latents.shape[2:])
     cond = first_frame_mask(first_frame, grid).to(device)
-    tokens = video_tokens(transformer.rope, latents, sigma.to(device), batch.fps, cond=cond, noise=noise.to(device))
+    reference = None
+    if batch.reference is not None:
+        reference = Reference(batch.reference.to(device), batch.ref_spatial, batch.ref_temporal)
+    tokens = video_tokens(transformer.rope, latents, sigma.to(device), batch.fps, cond=cond, noise=noise.to(device),
+                          reference=reference)
     text = TextContext(batch.text_video.to(device), batch.text_audio.to(device), batch.text_mask.to(device))
     pred = predict(transformer, tokens, text)
     return masked_mse(pred, tokens.target, tokens.loss_mask)
@@ -66,17 +72,24 @@ class ProbeLoss:
         return sum(losses) / len(losses)
 
 
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train
+@dataclass(frozen=True)
+class WorkerContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
 
+
+def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None]) -> dict:
+    """Train on this worker; at the end call `report(final_metrics, dir_with_adapter_or_None)` on every rank.
+
+    Runs the same with or without Ray (tests call it in-process with the default single-rank context).
+    """
     from ..models.bundle import load_components
     from ..models.lora import attach_lora
 
-    cfg = TrainConfig.from_dict(config)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = ctx.rank, ctx.world_size
     use_cuda = torch.cuda.is_available()
-    device = torch.device("cuda", ctx.get_local_rank()) if use_cuda else torch.device("cpu")
+    device = torch.device("cuda", ctx.local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     bf16 = use_cuda if cfg.mixed_precision is None else cfg.mixed_precision
@@ -96,11 +109,12 @@ def train_loop_per_worker(config: dict) -> None:
 
     cache = LatentCache(cfg.cache_dir)
     manifest = cache.read_manifest()
-    reader = CacheReader(cache, manifest.samples)
+    reader = CacheReader(cache, manifest.samples, ref_spatial=manifest.reference_spatial,
+                         ref_temporal=manifest.reference_temporal)
     sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
     probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # per-rank noise and sigmas
-    num_tokens = manifest.samples[0].tokens
+    num_tokens = manifest.samples[0].tokens  # the shift follows the target tokens only (references excluded)
 
     probe_start = probe(transformer, device)
     metrics_file = open(cfg.metrics_path, "a") if (rank == 0 and cfg.metrics_path) else None
@@ -130,8 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
                 "loss": all_mean(window_loss / window_n),
                 "lr": schedule.get_last_lr()[0],
                 "step_time": time.time() - t0,
-                "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-                if grad_norm is not None else None,
+                "grad_norm": _scalar(grad_norm),
                 "elapsed": time.time() - started,
             }
             if not math.isfinite(row["loss"]):
@@ -148,7 +161,7 @@ def train_loop_per_worker(config: dict) -> None:
     if metrics_file:
         metrics_file.close()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
+        out_dir = None
         if rank == 0:
             from peft.utils import get_peft_model_state_dict
             from safetensors.torch import save_file
@@ -157,10 +170,31 @@ def train_loop_per_worker(config: dict) -> None:
             save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
             with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
                 json.dump(final, fh)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(final, checkpoint=checkpoint)
+            out_dir = tmp
+        report(final, out_dir)
     if is_distributed():
         torch.distributed.barrier()
+    return final
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry: the adapter travels back to the driver as a Ray Train checkpoint (local or S3 storage)."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+
+    def report(metrics: dict, directory: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    run_worker(TrainConfig.from_dict(config),
+               WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()), report)
+
+
+def _scalar(value) -> float | None:
+    if value is None:
+        return None
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
 
 
 def _unwrap(model):
