@@ -180,7 +180,7 @@ def test_scene_cuts_split_both_clips_at_the_same_boundaries(ray_cluster, tiny_mo
     z = make_pairs(tmp_path, {"long": (12.0, 12.0)}, cuts=(4.0, 8.0), size=(128, 96))
     req = {"training_data_url": z, **SMALL, "split_input_duration_threshold": 10.0}
     job = intake("ic-lora/v2v", req, str(tmp_path / "work"))
-    cfg = PreprocessConfig(model_dir=tiny_model, cache_dir=str(tmp_path / "cache"), width=512, height=288,
+    cfg = PreprocessConfig(model_dir=tiny_model, cache_dir=str(tmp_path / "cache"), width=256, height=128,
                            num_frames=9, frame_rate=25, split_threshold=10.0, reference_spatial=2)
     sample = job.samples[0]
     rows = plan_sample({"name": sample.name, "path": sample.media["target"], "ref_path": sample.media["reference"],
@@ -188,7 +188,7 @@ def test_scene_cuts_split_both_clips_at_the_same_boundaries(ray_cluster, tiny_mo
     assert len(rows) == 3 and all(r["ref_path"] == sample.media["reference"] for r in rows)
     manifest = preprocess(job.samples, cfg, Diagnostics())
     assert len(manifest.samples) == 3 and manifest.reference_spatial == 2
-    assert all(s.reference_shape == [8, 2, 4, 8] and s.latent_shape == [8, 2, 9, 16] for s in manifest.samples)
+    assert all(s.reference_shape == [8, 2, 2, 4] and s.latent_shape == [8, 2, 4, 8] for s in manifest.samples)
 
 
 # ---------------------------------------------------------------------------------------------- parity (overfit)
@@ -249,7 +249,8 @@ def test_ic_lora_job_end_to_end_with_two_workers(ray_cluster, tmp_path):
     from ltxtrain.export.lora_file import read_lora_metadata
 
     z = make_pairs(tmp_path, {"a": (0.5, 0.5), "b": (0.5, 0.5)})
-    req = {"training_data_url": z, **SMALL, "reference_downscale_factor": 2, "trigger_phrase": "ctrl"}
+    req = {"training_data_url": z, **SMALL, "reference_downscale_factor": 2, "trigger_phrase": "ctrl",
+           "aspect_ratio": "1:1", "validation_aspect_ratio": "1:1"}
     out = tmp_path / "out"
     result = run_job("ic-lora/v2v", req, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
     data = json.loads((out / "result.json").read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import av
 import numpy as np
@@ -55,7 +56,7 @@ def _channel_names(frame) -> list[str]:
 def _to_float(frame) -> np.ndarray:
     """Any PyAV sample format -> float32 [channels, samples] in [-1, 1]."""
     arr = frame.to_ndarray()
-    channels = len(frame.layout.channels)
+    channels = frame.layout.nb_channels
     fmt = frame.format
     if not fmt.is_planar:
         arr = arr.reshape(-1, channels).T  # packed: one row of interleaved samples
@@ -232,7 +233,11 @@ def log_mel(wave, sample_rate: int, n_mels: int, n_fft: int = 1024, hop: int = 1
     wave = np.asarray(wave, np.float32)
     if wave.ndim == 1:
         wave = np.stack([wave, wave])
-    mel = librosa.feature.melspectrogram(
-        y=wave, sr=sample_rate, n_fft=n_fft, hop_length=hop, win_length=n_fft, window="hann", center=True,
-        pad_mode="reflect", power=1.0, n_mels=n_mels, fmin=0.0, fmax=sample_rate / 2.0, htk=False, norm="slaney")
+    with warnings.catch_warnings():
+        # "n_fft too large for input signal": expected for clips under n_fft samples; reflect padding copes.
+        warnings.filterwarnings("ignore", message="n_fft=.*is too large", category=UserWarning)
+        mel = librosa.feature.melspectrogram(
+            y=wave, sr=sample_rate, n_fft=n_fft, hop_length=hop, win_length=n_fft, window="hann", center=True,
+            pad_mode="reflect", power=1.0, n_mels=n_mels, fmin=0.0, fmax=sample_rate / 2.0, htk=False,
+            norm="slaney")
     return np.log(np.maximum(mel, 1e-5)).astype(np.float32).swapaxes(-1, -2).copy()

@@ -126,7 +126,9 @@ def _image_gray(path: str) -> np.ndarray:
 def _frame_gray(frame: av.VideoFrame) -> np.ndarray:
     """uint16 [h, w] sum of R+G+B (0..765) at the frame's stored size, turned upright like fit._Fitter."""
     rgb = frame.reformat(format="rgb24", threads=1).to_ndarray()
-    g = rgb.sum(axis=2, dtype=np.uint16)
+    g = rgb[..., 0].astype(np.uint16)  # (4x faster than rgb.sum(axis=2, dtype=uint16))
+    g += rgb[..., 1]
+    g += rgb[..., 2]
     rot = int(round((frame.rotation or 0) / 90)) % 4
     return np.rot90(g, rot) if rot else g
 
