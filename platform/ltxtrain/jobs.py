@@ -13,7 +13,7 @@ from pathlib import Path
 from .api.errors import Diagnostics, RequestError
 from .api.result import OutputFile, TrainingResult, billing_units
 from .intake.archive import extract_archive, require_nonempty
-from .intake.dataset import SampleSpec, build_samples
+from .intake.dataset import SampleSpec, build_samples, resolve_audio
 from .intake.fetch import fetch
 from .intake.limits import IntakeLimits
 from .products import get_recipe
@@ -33,6 +33,7 @@ class Intake:
     samples: list[SampleSpec]
     diag: Diagnostics
     data_dir: str
+    audio: bool = False  # joint audio training resolved from the request and the clips
 
 
 def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = IntakeLimits()) -> Intake:
@@ -46,7 +47,8 @@ def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = I
     require_nonempty(files)
     diag = Diagnostics()
     samples = build_samples(recipe, request, files, diag)
-    return Intake(recipe, request, samples, diag, data_dir)
+    audio = resolve_audio(recipe, request, samples, diag)
+    return Intake(recipe, request, samples, diag, data_dir, audio)
 
 
 def check(endpoint: str, payload: dict, limits: IntakeLimits = IntakeLimits()) -> dict:
@@ -58,6 +60,7 @@ def check(endpoint: str, payload: dict, limits: IntakeLimits = IntakeLimits()) -
             "accepted": True,
             "endpoint": result.recipe.endpoint,
             "request": result.request.model_dump(),
+            "with_audio": result.audio,
             "samples": [s.to_json() for s in result.samples],
             "skipped": [s.to_json() for s in result.diag.skipped],
             "warnings": result.diag.warnings,
@@ -107,7 +110,7 @@ def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOp
 def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingResult:
     import ray
 
-    from .encode.pipeline import PreprocessConfig, preprocess
+    from .encode.pipeline import PreprocessConfig, audio_sample_rate, preprocess
     from .export.config_file import write_config
     from .export.lora_file import save_lora
     from .models.bundle import load_model_info, resolve_model
@@ -131,12 +134,14 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         num_frames=request.number_of_frames, frame_rate=request.frame_rate, auto_scale=request.auto_scale_input,
         split_scenes=request.split_input_into_scenes, split_threshold=request.split_input_duration_threshold,
         reference_spatial=spatial, reference_temporal=temporal, gpus_per_actor=1.0 if use_gpu else 0.0,
+        audio=job.audio, audio_sample_rate=audio_sample_rate(model_dir) if job.audio else 16000,
+        audio_normalize=getattr(request, "audio_normalize", True),
+        audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
     )
     manifest = preprocess(job.samples, pre, job.diag)
     log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
 
-    audio = False  # joint audio training arrives with the audio issue
-    targets = recipe.lora_targets(request, audio)
+    targets = recipe.lora_targets(request, job.audio)
     cfg = TrainConfig(
         model_dir=model_dir, cache_dir=pre.cache_dir, steps=request.number_of_steps,
         learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
@@ -175,6 +180,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         endpoint=recipe.endpoint,
         number_of_steps=request.number_of_steps,
         samples=len(manifest.samples),
+        with_audio=job.audio,
         skipped=[s.to_json() for s in job.diag.skipped],
         warnings=job.diag.warnings,
         metrics=outcome.metrics,

@@ -42,6 +42,7 @@ class TrainingResult(BaseModel):
     endpoint: str
     number_of_steps: int
     samples: int = 0
+    with_audio: bool = False
     skipped: list[dict] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     metrics: dict = Field(default_factory=dict)

@@ -138,8 +138,38 @@ class TextContext:
     mask: torch.Tensor  # [B, T] 1 = attend
 
 
-def predict(transformer, video: VideoTokens, text: TextContext) -> torch.Tensor:
-    """Video-only forward: velocity for every video token [B, S, C] (float32).
+@dataclass
+class AudioTokens:
+    """Audio sequence: packed normalised latents [B, L, C*M], one noise level per sample (no audio conditions yet)."""
+
+    hidden: torch.Tensor  # [B, L, Ca]
+    sigma: torch.Tensor  # [B]
+    coords: torch.Tensor  # [B, 1, L, 2] seconds
+    clean: torch.Tensor
+    target: torch.Tensor | None
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.sigma * TIMESTEP_SCALE
+
+
+def audio_tokens(rope, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor | None = None,
+                 noisy: torch.Tensor | None = None) -> AudioTokens:
+    """Same rule as `video_tokens` for the audio stream (training passes `noise`, sampling `noisy`)."""
+    x0 = clean.float()
+    sigma = sigma.float().to(x0.device)
+    target = None
+    if noisy is None:
+        if noise is None:
+            raise ValueError("audio_tokens needs `noise` (training) or `noisy` (sampling)")
+        noisy = (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
+        target = noise - x0
+    coords = rope.prepare_audio_coords(x0.shape[0], x0.shape[1], x0.device)
+    return AudioTokens(noisy.float(), sigma, coords, x0, target)
+
+
+def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioTokens | None = None):
+    """One forward pass. Returns the video velocity [B, S, C] (float32), or (video, audio) velocities with audio.
 
     diffusers' LTX-2 transformer always runs an audio stream; for video-only work we feed a single silent audio
     token and isolate the modalities, so no audio signal reaches the video tokens (like the official trainer's
@@ -149,28 +179,35 @@ def predict(transformer, video: VideoTokens, text: TextContext) -> torch.Tensor:
     b = video.hidden.shape[0]
     device = video.hidden.device
     cfg = transformer.config
-    audio_hidden = torch.zeros(b, 1, cfg.audio_in_channels, device=device, dtype=dt)
-    audio_coords = transformer.audio_rope.prepare_audio_coords(b, 1, device)
-    zero = torch.zeros(b, device=device)
-    out_video, _ = transformer(
+    if audio is None:
+        zero = torch.zeros(b, device=device)
+        audio_hidden = torch.zeros(b, 1, cfg.audio_in_channels, device=device)
+        audio_coords = transformer.audio_rope.prepare_audio_coords(b, 1, device)
+        audio_t, audio_sigma = zero, zero
+    else:
+        audio_hidden, audio_coords = audio.hidden, audio.coords
+        audio_t, audio_sigma = audio.timesteps, audio.sigma * TIMESTEP_SCALE
+    out_video, out_audio = transformer(
         hidden_states=video.hidden.to(dt),
-        audio_hidden_states=audio_hidden,
+        audio_hidden_states=audio_hidden.to(dt),
         encoder_hidden_states=text.video.to(dt),
         audio_encoder_hidden_states=text.audio.to(dt),
         timestep=video.timesteps.to(dt),
-        audio_timestep=zero.to(dt),
+        audio_timestep=audio_t.to(dt),
         sigma=(video.sigma * TIMESTEP_SCALE).to(dt),
-        audio_sigma=zero.to(dt),
+        audio_sigma=audio_sigma.to(dt),
         encoder_attention_mask=text.mask,
         audio_encoder_attention_mask=text.mask,
         video_coords=video.coords,
         audio_coords=audio_coords,
-        isolate_modalities=True,
+        isolate_modalities=audio is None,
         use_cross_timestep=bool(getattr(cfg, "cross_attn_mod", False)),
         fps=video.fps,
         return_dict=False,
     )
-    return out_video.float()
+    if audio is None:
+        return out_video.float()
+    return out_video.float(), out_audio.float()
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ class CachedSample:
     num_frames: int  # pixel frames
     fps: float
     reference_shape: list[int] | None = None  # [C, Fr, Hr, Wr] for IC-LoRA samples
+    audio_shape: list[int] | None = None  # [L, Ca] packed audio latents when training with audio
 
     @property
     def tokens(self) -> int:
@@ -58,6 +59,7 @@ class Manifest:
     frame_rate: float
     reference_spatial: int = 1
     reference_temporal: int = 1
+    audio: bool = False
     samples: list[CachedSample] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
 
@@ -86,15 +88,17 @@ class LatentCache:
     def has_text(self, text_id: str) -> bool:
         return self.text_path(text_id).exists()
 
-    def write_video(self, sample_id: str, latents: torch.Tensor, reference: torch.Tensor | None = None) -> None:
-        tensors = {"latents": latents} if reference is None else {"latents": latents, "reference": reference}
-        atomic_save(tensors, self.video_path(sample_id))
+    def write_video(self, sample_id: str, latents: torch.Tensor, reference: torch.Tensor | None = None,
+                    audio: torch.Tensor | None = None) -> None:
+        """One file per sample: video latents, plus IC-LoRA reference latents and packed audio latents if any."""
+        tensors = {"latents": latents, "reference": reference, "audio": audio}
+        atomic_save({k: v for k, v in tensors.items() if v is not None}, self.video_path(sample_id))
 
     def write_text(self, text_id: str, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> None:
         atomic_save({"video": video, "audio": audio, "mask": mask}, self.text_path(text_id))
 
     def load_video(self, sample_id: str) -> dict[str, torch.Tensor]:
-        """{"latents": [C, F, H, W]} plus "reference" for IC-LoRA samples."""
+        """{"latents": [C, F, H, W]} plus "reference" [C, Fr, Hr, Wr] and "audio" [L, Ca] when present."""
         return load_file(str(self.video_path(sample_id)))
 
     def load_text(self, text_id: str) -> dict[str, torch.Tensor]:

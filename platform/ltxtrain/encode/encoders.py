@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..media.fit import frames_to_video_tensor
+from .audio_encoder import encode_audio
 from .cache import LatentCache
 
 
@@ -50,11 +51,14 @@ def encode_text(tokenizer, text_encoder, connectors, prompts: list[str], max_len
 class VideoEncoderActor:
     """Ray Data actor: rows with fitted `frames` -> video latents written to the cache."""
 
-    def __init__(self, model_dir: str, cache_dir: str):
+    def __init__(self, model_dir: str, cache_dir: str, audio: bool = False):
         from ..models.bundle import load_components
 
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         self.vae = load_components(model_dir, ["vae"], dtype=dtype, device=device_for_actor())["vae"].eval()
+        # the audio VAE runs in fp32, as the reference preprocessing does (its log-mel input is sensitive)
+        self.audio_vae = (load_components(model_dir, ["audio_vae"], device=device_for_actor())["audio_vae"].eval()
+                          if audio else None)
         self.cache = LatentCache(cache_dir)
 
     def __call__(self, batch: dict) -> dict:
@@ -63,7 +67,8 @@ class VideoEncoderActor:
         for i, (sample_id, frames) in enumerate(zip(batch["id"], batch["frames"])):
             latents = encode_video(self.vae, np.asarray(frames))
             reference = encode_video(self.vae, np.asarray(refs[i])) if refs is not None else None
-            self.cache.write_video(str(sample_id), latents, reference)
+            audio = encode_audio(self.audio_vae, np.asarray(batch["audio"][i])) if self.audio_vae is not None else None
+            self.cache.write_video(str(sample_id), latents, reference, audio)
             shapes.append(np.asarray(latents.shape, dtype=np.int64))
         return {"id": np.asarray(batch["id"]), "latent_shape": np.stack(shapes)}
 

@@ -15,6 +15,7 @@ from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..intake.dataset import SampleSpec
 from ..media.fit import FitSpec, TimeWindow, decode_and_fit, fit_image, frames_available
 from ..media.probe import probe
+from ..media.audio import audio_for_clip
 from ..media.reference import scale_reference
 from ..media.scenes import split_windows
 from .cache import CachedSample, LatentCache, Manifest, stable_id
@@ -35,6 +36,10 @@ class PreprocessConfig:
     split_threshold: float = 30.0
     reference_spatial: int = 1  # IC-LoRA: reference downscale factor
     reference_temporal: int = 1  # IC-LoRA: reference temporal subsampling factor
+    audio: bool = False  # joint audio: extract each window's audio and encode it with the audio VAE
+    audio_sample_rate: int = 16000  # the audio VAE's rate (read from the model by the job)
+    audio_normalize: bool = True
+    audio_preserve_pitch: bool = True
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
 
@@ -79,6 +84,11 @@ def _fit(path: str, row: dict, cfg: PreprocessConfig):
 def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
     """CPU task: decode and fit one window to the bucket geometry (a reference identically, then scaled)."""
     out = {"id": row["id"], "frames": _fit(row["path"], row, cfg)}
+    if cfg.audio:
+        # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
+        out["audio"] = audio_for_clip(row["path"], TimeWindow(row["start"], row["end"]), cfg.fit_spec(row["kind"]),
+                                      cfg.auto_scale, cfg.audio_sample_rate, cfg.audio_normalize,
+                                      cfg.audio_preserve_pitch)
     if row.get("ref_path"):
         out["reference"] = scale_reference(_fit(row["ref_path"], row, cfg), cfg.reference_spatial,
                                            cfg.reference_temporal)
@@ -88,7 +98,8 @@ def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
 def _sample_id(row: dict, cfg: PreprocessConfig) -> str:
     return stable_id(row["name"], row["start"], row["end"], cfg.width, cfg.height, cfg.fit_spec(row["kind"]).num_frames,
                      cfg.frame_rate, cfg.auto_scale, cfg.model_dir, row["ref_path"] and
-                     (cfg.reference_spatial, cfg.reference_temporal))
+                     (cfg.reference_spatial, cfg.reference_temporal),
+                     cfg.audio and (cfg.audio_sample_rate, cfg.audio_normalize, cfg.audio_preserve_pitch))
 
 
 def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics) -> Manifest:
@@ -129,24 +140,35 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
         try:
             ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg}).map_batches(
-                _video_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir), batch_size=1, **actor_opts
+                _video_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir, cfg.audio), batch_size=1,
+                **actor_opts
             ).materialize()
         except Exception as exc:  # a clip that probed fine but fails to decode: name it
             raise _named_failure(exc, todo) from exc
 
     manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
                         reference_spatial=cfg.reference_spatial, reference_temporal=cfg.reference_temporal,
+                        audio=cfg.audio,
                         skipped=[s.to_json() for s in diag.skipped])
     for r in keep:
         tensors = cache.load_video(r["id"])
-        ref = tensors.get("reference")
+        ref, audio = tensors.get("reference"), tensors.get("audio")
         manifest.samples.append(CachedSample(
             id=r["id"], name=r["name"], caption=r["caption"], text_id=r["text_id"],
             latent_shape=list(tensors["latents"].shape), num_frames=cfg.fit_spec(r["kind"]).num_frames,
             fps=float(cfg.frame_rate), reference_shape=list(ref.shape) if ref is not None else None,
+            audio_shape=list(audio.shape) if audio is not None else None,
         ))
     cache.write_manifest(manifest)
     return manifest
+
+
+def audio_sample_rate(model_dir: str) -> int:
+    import json
+    import os
+
+    with open(os.path.join(model_dir, "audio_vae", "config.json")) as fh:
+        return int(json.load(fh)["sample_rate"])
 
 
 def _video_actor():

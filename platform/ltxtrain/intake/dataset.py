@@ -192,3 +192,26 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
                       f"need {request.number_of_frames} (enable auto_scale_input to fit it)")
             return False
     return True
+
+
+def resolve_audio(recipe: Recipe, request: TrainingRequest, samples: list[SampleSpec], diag: Diagnostics) -> bool:
+    """Spec `with_audio`: null = on when every clip has an audio track; true = required (clips without one are
+    named); false = off. A silent but present track counts as audio."""
+    if recipe.joint_audio_field is None:
+        return False
+    wanted = getattr(request, recipe.joint_audio_field)
+    if wanted is False:
+        return False
+    field_name = recipe.joint_audio_field
+    if any(s.kind == "image" for s in samples):
+        if wanted:
+            raise RequestError.field(field_name, "images have no audio: set with_audio to false or null")
+        return False
+    lacking = [s.archive_paths["target"] for s in samples if not s.info["target"].has_audio]
+    if wanted and lacking:
+        raise RequestError([ErrorItem(("body", "training_data_url", name),
+                                      f"'{name}' has no audio track but with_audio is true") for name in lacking])
+    if lacking:
+        diag.warn(f"training video only: {len(lacking)} clip(s) have no audio track (e.g. '{lacking[0]}')")
+        return False
+    return True

@@ -58,6 +58,8 @@ class Recipe:
     # extra cross-field checks returning named errors (e.g. reference scale rules)
     checks: tuple[Callable[[TrainingRequest], list[ErrorItem]], ...] = field(default_factory=tuple)
     training_type: str = "lora"
+    # request field (null = auto, true, false) that switches joint audio generation on; None: video only
+    joint_audio_field: str | None = None
     # roles whose clip must have exactly the target's frame count (one mismatch rejects the request)
     matched_roles: tuple[str, ...] = ()
 

@@ -35,4 +35,5 @@ RECIPE = Recipe(
     single_media_kind=True,
     conditions=(FirstFrame(),),
     lora_targets=_targets,
+    joint_audio_field="with_audio",
 )

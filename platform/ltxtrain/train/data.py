@@ -45,6 +45,7 @@ class Batch:
     fps: float
     names: list[str]
     reference: torch.Tensor | None = None  # [B, C, Fr, Hr, Wr]
+    audio: torch.Tensor | None = None  # [B, L, Ca] packed normalised audio latents
     ref_spatial: int = 1
     ref_temporal: int = 1
 
@@ -79,14 +80,16 @@ class CacheReader:
             raise ValueError(f"samples in one batch have different latent shapes: {sorted(shapes)}")
         texts = [self._load_text(s) for s in picked]
         videos = [self._load_video(s) for s in picked]
+        for key in ("reference", "audio"):
+            if len({key in v for v in videos}) != 1:
+                raise ValueError(f"a batch mixes samples with and without {key} latents")
         has_ref = {"reference" in v for v in videos}
-        if len(has_ref) != 1:
-            raise ValueError("a batch mixes samples with and without reference latents")
         return Batch(
             latents=torch.stack([v["latents"] for v in videos]).float(),
             reference=torch.stack([v["reference"] for v in videos]).float() if has_ref == {True} else None,
             ref_spatial=self.ref_spatial,
             ref_temporal=self.ref_temporal,
+            audio=torch.stack([v["audio"] for v in videos]).float() if "audio" in videos[0] else None,
             text_video=torch.stack([t["video"] for t in texts]).float(),
             text_audio=torch.stack([t["audio"] for t in texts]).float(),
             text_mask=torch.stack([t["mask"] for t in texts]).float(),

@@ -13,7 +13,15 @@ from typing import Callable
 import torch
 
 from ..conditioning.timesteps import sample_sigmas
-from ..conditioning.tokens import Reference, TextContext, first_frame_mask, masked_mse, predict, video_tokens
+from ..conditioning.tokens import (
+    Reference,
+    TextContext,
+    audio_tokens,
+    first_frame_mask,
+    masked_mse,
+    predict,
+    video_tokens,
+)
 from ..encode.cache import LatentCache
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
@@ -36,20 +44,48 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
-def flow_loss(transformer, batch: Batch, sigma: torch.Tensor, noise: torch.Tensor, first_frame: torch.Tensor,
-              device: torch.device) -> torch.Tensor:
-    """Rectified-flow velocity loss per sample [B], conditioning tokens excluded."""
+@dataclass
+class Draw:
+    """The random part of one step: noise levels, noise and which samples get first-frame conditioning."""
+
+    sigma: torch.Tensor  # [B] video
+    noise: torch.Tensor  # [B, S, C]
+    first_frame: torch.Tensor  # [B] bool
+    audio_sigma: torch.Tensor | None = None  # [B], drawn for the audio token count
+    audio_noise: torch.Tensor | None = None  # [B, L, Ca]
+
+
+def draw_step(batch: Batch, gen: torch.Generator, first_frame_p: float) -> Draw:
+    b, c, f, h, w = batch.latents.shape
+    sigma = sample_sigmas(b, f * h * w, generator=gen)  # the shift follows the target tokens only
+    noise = torch.randn(b, f * h * w, c, generator=gen)
+    first_frame = torch.rand(b, generator=gen) < first_frame_p
+    if f == 1:  # a single-frame sample conditioned on its only frame would have nothing left to learn
+        first_frame[:] = False
+    draw = Draw(sigma, noise, first_frame)
+    if batch.audio is not None:
+        draw.audio_sigma = sample_sigmas(b, batch.audio.shape[1], generator=gen)
+        draw.audio_noise = torch.randn(batch.audio.shape, generator=gen)
+    return draw
+
+
+def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device) -> dict[str, torch.Tensor]:
+    """Rectified-flow velocity losses per sample ([B] each) for every generated modality; conditioning excluded."""
     latents = batch.latents.to(device)
-    grid = tuple(latents.shape[2:])
-    cond = first_frame_mask(first_frame, grid).to(device)
+    cond = first_frame_mask(draw.first_frame, tuple(latents.shape[2:])).to(device)
     reference = None
     if batch.reference is not None:
         reference = Reference(batch.reference.to(device), batch.ref_spatial, batch.ref_temporal)
-    tokens = video_tokens(transformer.rope, latents, sigma.to(device), batch.fps, cond=cond, noise=noise.to(device),
-                          reference=reference)
+    tokens = video_tokens(transformer.rope, latents, draw.sigma.to(device), batch.fps, cond=cond,
+                          noise=draw.noise.to(device), reference=reference)
     text = TextContext(batch.text_video.to(device), batch.text_audio.to(device), batch.text_mask.to(device))
-    pred = predict(transformer, tokens, text)
-    return masked_mse(pred, tokens.target, tokens.loss_mask)
+    if batch.audio is None:
+        return {"video": masked_mse(predict(transformer, tokens, text), tokens.target, tokens.loss_mask)}
+    audio = audio_tokens(transformer.audio_rope, batch.audio.to(device), draw.audio_sigma.to(device),
+                         noise=draw.audio_noise.to(device))
+    pred_video, pred_audio = predict(transformer, tokens, text, audio)
+    return {"video": masked_mse(pred_video, tokens.target, tokens.loss_mask),
+            "audio": ((pred_audio - audio.target) ** 2).mean(dim=(1, 2))}
 
 
 class ProbeLoss:
@@ -60,16 +96,21 @@ class ProbeLoss:
         self.batch = batch
         g = torch.Generator().manual_seed(seed)
         c, f, h, w = batch.latents.shape[1:]
-        self.sigmas = torch.tensor(sigmas)
-        self.noises = [torch.randn(1, f * h * w, c, generator=g) for _ in sigmas]
+        no_ff = torch.zeros(1, dtype=torch.bool)
+        self.draws = []
+        for s in sigmas:
+            d = Draw(torch.tensor([s]), torch.randn(1, f * h * w, c, generator=g), no_ff)
+            if batch.audio is not None:
+                d.audio_sigma, d.audio_noise = torch.tensor([s]), torch.randn(batch.audio.shape, generator=g)
+            self.draws.append(d)
 
     @torch.no_grad()
-    def __call__(self, transformer, device) -> float:
-        losses = [
-            flow_loss(transformer, self.batch, s.view(1), n, torch.zeros(1, dtype=torch.bool), device).item()
-            for s, n in zip(self.sigmas, self.noises)
-        ]
-        return sum(losses) / len(losses)
+    def __call__(self, transformer, device) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for d in self.draws:
+            for k, v in flow_loss(transformer, self.batch, d, device).items():
+                totals[k] = totals.get(k, 0.0) + v.item() / len(self.draws)
+        return totals
 
 
 @dataclass(frozen=True)
@@ -114,50 +155,44 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
     probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # per-rank noise and sigmas
-    num_tokens = manifest.samples[0].tokens  # the shift follows the target tokens only (references excluded)
 
     probe_start = probe(transformer, device)
     metrics_file = open(cfg.metrics_path, "a") if (rank == 0 and cfg.metrics_path) else None
-    started, window_loss, window_n = time.time(), 0.0, 0
+    started = time.time()
+    window: dict[str, float] = {}
+    window_n = 0
     for step in range(cfg.steps):
         t0 = time.time()
         batch = reader.batch(sampler.indices(step))
-        b = batch.latents.shape[0]
-        sigma = sample_sigmas(b, num_tokens, generator=gen)
-        c, f, h, w = batch.latents.shape[1:]
-        noise = torch.randn(b, f * h * w, c, generator=gen)
-        first_frame = torch.rand(b, generator=gen) < cfg.first_frame_p
-        if f == 1:  # a single-frame sample conditioned on its only frame would have nothing left to learn
-            first_frame[:] = False
+        draw = draw_step(batch, gen, cfg.first_frame_p)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = flow_loss(transformer, batch, sigma, noise, first_frame, device).mean()
+            parts = flow_loss(transformer, batch, draw, device)
+            loss = sum(v.mean() for v in parts.values())  # plain sum over modalities, like the reference trainer
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        window_loss += loss.item()
+        for k, v in {"loss": loss, **{f"loss_{m}": x.mean() for m, x in parts.items()}}.items():
+            window[k] = window.get(k, 0.0) + v.item()
         window_n += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {
-                "step": step + 1,
-                "loss": all_mean(window_loss / window_n),
-                "lr": schedule.get_last_lr()[0],
-                "step_time": time.time() - t0,
-                "grad_norm": _scalar(grad_norm),
-                "elapsed": time.time() - started,
-            }
+            row = {"step": step + 1, **{k: all_mean(v / window_n) for k, v in window.items()},
+                   "lr": schedule.get_last_lr()[0], "step_time": time.time() - t0, "grad_norm": _scalar(grad_norm),
+                   "elapsed": time.time() - started}
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss became {row['loss']} at step {step + 1}")
-            window_loss, window_n = 0.0, 0
+            window, window_n = {}, 0
             if metrics_file:
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
 
     probe_end = probe(transformer, device)
     state = full_state_dict(transformer)
-    final = {"step": cfg.steps, "probe_loss_start": probe_start, "probe_loss_end": probe_end,
-             "world_size": world, "train_time_s": time.time() - started}
+    final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
+             "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
+             **{f"probe_{m}_start": v for m, v in probe_start.items()},
+             **{f"probe_{m}_end": v for m, v in probe_end.items()}}
     if metrics_file:
         metrics_file.close()
     with tempfile.TemporaryDirectory() as tmp:
