@@ -50,13 +50,19 @@ def ray_cluster(ltx_home, tmp_path_factory):
     """A local head node (`ray start --head`) with its dashboard, shared by every test that needs Ray."""
     import ray
 
-    port, dash = _free_port(), _free_port()
     temp_dir = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=2",
-           "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+    for attempt in range(3):  # a randomly picked internal port can collide with another Ray on this machine
+        port, dash = _free_port(), _free_port()
+        cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=2",
+               "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+               f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        if proc.returncode == 0:
+            break
+        _stop_cluster(temp_dir)
+    else:
+        raise RuntimeError(f"ray start failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     address = f"127.0.0.1:{port}"
     ray.init(address=address, log_to_driver=False)
     info = {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env}
@@ -64,8 +70,31 @@ def ray_cluster(ltx_home, tmp_path_factory):
         yield info
     finally:
         ray.shutdown()
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env,
-                       capture_output=True, timeout=120)
+        _stop_cluster(temp_dir)
+
+
+def _stop_cluster(temp_dir) -> None:
+    """Stop only this session's head node (`ray stop` would also kill any other Ray on the machine): its
+    processes are the ones started with our temp dir; their workers exit with the raylet."""
+    import signal
+
+    mine = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if str(temp_dir).encode() in fh.read():
+                    mine.append(int(pid))
+        except OSError:
+            continue
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        time.sleep(2)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from .intake.dataset import SampleSpec, build_samples, resolve_audio
 from .intake.fetch import fetch
 from .intake.limits import IntakeLimits
 from .products import get_recipe
-from .products.base import Recipe
+from .products.base import AudioReference, Recipe
 
 log = logging.getLogger("ltxtrain")
 
@@ -137,6 +137,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         audio=job.audio, audio_sample_rate=audio_sample_rate(model_dir) if job.audio else 16000,
         audio_normalize=getattr(request, "audio_normalize", True),
         audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
+        reference_audio=recipe.has(AudioReference),
     )
     manifest = preprocess(job.samples, pre, job.diag)
     log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))

@@ -45,7 +45,7 @@ class ValidationPrompt(_Strict):
 
 
 class TrainingRequest(_Strict):
-    """Fields shared by every product (t2v spec values)."""
+    """Fields shared by every product (t2v spec values where defaults differ)."""
 
     training_data_url: str = Field(min_length=1)
     trigger_phrase: str = ""
@@ -56,7 +56,6 @@ class TrainingRequest(_Strict):
     frame_rate: int = Field(25, ge=8, le=60)
     resolution: Resolution = "medium"
     aspect_ratio: AspectRatio = "1:1"
-    first_frame_conditioning_p: float = Field(0.5, ge=0.0, le=1.0)
     auto_scale_input: bool = False
     split_input_into_scenes: bool = True
     split_input_duration_threshold: float = Field(30.0, ge=1.0, le=60.0)

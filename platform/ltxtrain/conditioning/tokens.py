@@ -52,6 +52,11 @@ class VideoTokens:
         return self.sigma_tok * TIMESTEP_SCALE
 
 
+def kept_mask(regenerate: torch.Tensor) -> torch.Tensor:
+    """Latent regenerate-mask [B, F, H, W] (1 = WHITE = regenerate) -> conditioning mask [B, S]: kept tokens = 1."""
+    return 1.0 - regenerate.flatten(1).float()
+
+
 def first_frame_mask(batch_flags: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """[B] bool -> [B, S] float: the first latent frame (= pixel frame 0 of the causal VAE) for flagged samples."""
     f, h, w = grid
@@ -140,32 +145,53 @@ class TextContext:
 
 @dataclass
 class AudioTokens:
-    """Audio sequence: packed normalised latents [B, L, C*M], one noise level per sample (no audio conditions yet)."""
+    """Audio sequence: packed normalised latents [B, L, C*M] of the target, optionally followed by clean reference
+    audio tokens (av2av) that start at t = 0 like the target, so both overlap in time."""
 
-    hidden: torch.Tensor  # [B, L, Ca]
+    hidden: torch.Tensor  # [B, L (+Lr), Ca]
     sigma: torch.Tensor  # [B]
-    coords: torch.Tensor  # [B, 1, L, 2] seconds
+    sigma_tok: torch.Tensor  # [B, L (+Lr)]
+    coords: torch.Tensor  # [B, 1, L (+Lr), 2] seconds
+    cond: torch.Tensor  # [B, L (+Lr)] 1 = clean conditioning token
     clean: torch.Tensor
     target: torch.Tensor | None
+    num_target: int
 
     @property
     def timesteps(self) -> torch.Tensor:
-        return self.sigma * TIMESTEP_SCALE
+        return self.sigma_tok * TIMESTEP_SCALE
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        return 1.0 - self.cond
 
 
 def audio_tokens(rope, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor | None = None,
-                 noisy: torch.Tensor | None = None) -> AudioTokens:
+                 noisy: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> AudioTokens:
     """Same rule as `video_tokens` for the audio stream (training passes `noise`, sampling `noisy`)."""
     x0 = clean.float()
-    sigma = sigma.float().to(x0.device)
+    b, n = x0.shape[:2]
+    device = x0.device
+    sigma = sigma.float().to(device)
     target = None
     if noisy is None:
         if noise is None:
             raise ValueError("audio_tokens needs `noise` (training) or `noisy` (sampling)")
         noisy = (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
         target = noise - x0
-    coords = rope.prepare_audio_coords(x0.shape[0], x0.shape[1], x0.device)
-    return AudioTokens(noisy.float(), sigma, coords, x0, target)
+    hidden, coords = noisy.float(), rope.prepare_audio_coords(b, n, device)
+    sigma_tok, cond = sigma[:, None].expand(b, n).clone(), torch.zeros(b, n, device=device)
+    if reference is not None:
+        ref = reference.float().to(device)
+        n_ref = ref.shape[1]
+        hidden = torch.cat([hidden, ref], 1)
+        coords = torch.cat([coords, rope.prepare_audio_coords(b, n_ref, device)], 2)
+        sigma_tok = torch.cat([sigma_tok, torch.zeros(b, n_ref, device=device)], 1)
+        cond = torch.cat([cond, torch.ones(b, n_ref, device=device)], 1)
+        x0 = torch.cat([x0, ref], 1)
+        if target is not None:
+            target = torch.cat([target, torch.zeros_like(ref)], 1)
+    return AudioTokens(hidden, sigma, sigma_tok, coords, cond, x0, target, n)
 
 
 def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioTokens | None = None):

@@ -43,6 +43,7 @@ class CachedSample:
     fps: float
     reference_shape: list[int] | None = None  # [C, Fr, Hr, Wr] for IC-LoRA samples
     audio_shape: list[int] | None = None  # [L, Ca] packed audio latents when training with audio
+    regenerate_fraction: float | None = None  # masked products: share of target tokens the mask regenerates
 
     @property
     def tokens(self) -> int:
@@ -60,6 +61,7 @@ class Manifest:
     reference_spatial: int = 1
     reference_temporal: int = 1
     audio: bool = False
+    reference_audio: bool = False
     samples: list[CachedSample] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
 
@@ -89,16 +91,19 @@ class LatentCache:
         return self.text_path(text_id).exists()
 
     def write_video(self, sample_id: str, latents: torch.Tensor, reference: torch.Tensor | None = None,
-                    audio: torch.Tensor | None = None) -> None:
-        """One file per sample: video latents, plus IC-LoRA reference latents and packed audio latents if any."""
-        tensors = {"latents": latents, "reference": reference, "audio": audio}
+                    audio: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                    ref_audio: torch.Tensor | None = None) -> None:
+        """One file per sample: video latents, plus whatever conditions it has (IC-LoRA reference latents, packed
+        audio latents, the latent regenerate-mask, reference audio latents)."""
+        tensors = {"latents": latents, "reference": reference, "audio": audio, "mask": mask, "ref_audio": ref_audio}
         atomic_save({k: v for k, v in tensors.items() if v is not None}, self.video_path(sample_id))
 
     def write_text(self, text_id: str, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> None:
         atomic_save({"video": video, "audio": audio, "mask": mask}, self.text_path(text_id))
 
     def load_video(self, sample_id: str) -> dict[str, torch.Tensor]:
-        """{"latents": [C, F, H, W]} plus "reference" [C, Fr, Hr, Wr] and "audio" [L, Ca] when present."""
+        """{"latents": [C, F, H, W]} plus "reference" [C, Fr, Hr, Wr], "audio" [L, Ca], "mask" uint8 [F, H, W]
+        (1 = regenerate) and "ref_audio" [Lr, Ca] when present."""
         return load_file(str(self.video_path(sample_id)))
 
     def load_text(self, text_id: str) -> dict[str, torch.Tensor]:

@@ -67,8 +67,12 @@ class VideoEncoderActor:
         for i, (sample_id, frames) in enumerate(zip(batch["id"], batch["frames"])):
             latents = encode_video(self.vae, np.asarray(frames))
             reference = encode_video(self.vae, np.asarray(refs[i])) if refs is not None else None
-            audio = encode_audio(self.audio_vae, np.asarray(batch["audio"][i])) if self.audio_vae is not None else None
-            self.cache.write_video(str(sample_id), latents, reference, audio)
+            audio = encode_audio(self.audio_vae, np.asarray(batch["audio"][i])) if "audio" in batch else None
+            ref_audio = encode_audio(self.audio_vae, np.asarray(batch["ref_audio"][i])) if "ref_audio" in batch else None
+            mask = torch.from_numpy(np.asarray(batch["mask"][i], dtype=np.uint8)) if "mask" in batch else None
+            if mask is not None and tuple(mask.shape) != tuple(latents.shape[1:]):
+                raise ValueError(f"latent mask {tuple(mask.shape)} does not match the latent grid {tuple(latents.shape[1:])}")
+            self.cache.write_video(str(sample_id), latents, reference, audio, mask, ref_audio)
             shapes.append(np.asarray(latents.shape, dtype=np.int64))
         return {"id": np.asarray(batch["id"]), "latent_shape": np.stack(shapes)}
 

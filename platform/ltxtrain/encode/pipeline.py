@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..intake.dataset import SampleSpec
-from ..media.fit import FitSpec, TimeWindow, decode_and_fit, fit_image, frames_available
+from ..media.fit import FitSpec, TimeWindow, decode_and_fit, fit_image, frame_times, frames_available
+from ..media.masks import clip_display_size, fit_mask, mask_to_latent
 from ..media.probe import probe
 from ..media.audio import audio_for_clip
 from ..media.reference import scale_reference
@@ -40,6 +43,7 @@ class PreprocessConfig:
     audio_sample_rate: int = 16000  # the audio VAE's rate (read from the model by the job)
     audio_normalize: bool = True
     audio_preserve_pitch: bool = True
+    reference_audio: bool = False  # av2av: the reference clip's audio becomes clean audio conditioning tokens
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
 
@@ -57,9 +61,10 @@ def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
 
     Scenes are detected once, on the target, and the same windows cut the reference, so pairs never desync.
     """
-    base = {k: row[k] for k in ("name", "path", "ref_path", "kind", "caption", "text_id")}
+    base = {k: row[k] for k in ("name", "path", "kind", "caption", "text_id")}
+    base.update(ref_path=row.get("ref_path", ""), mask_path=row.get("mask_path", ""))
     if row["kind"] == "image":
-        return [{**base, "start": 0.0, "end": 0.0, "skip": ""}]
+        return [{**base, "start": 0.0, "end": 0.0, "skip": "", "mask": b"", "mask_shape": []}]
     info = probe(row["path"])
     windows = split_windows(info, cfg.split_scenes, cfg.split_threshold)
     rows = []
@@ -70,8 +75,26 @@ def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
         if not cfg.auto_scale and have < cfg.num_frames:
             skip = (f"too short: {have} frames at {cfg.frame_rate:g} fps ({w.end - w.start:.2f} s), "
                     f"need {cfg.num_frames} (enable auto_scale_input to fit it)")
-        rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip})
+        mask = None
+        if base["mask_path"] and not skip:
+            mask = latent_mask(base, w, cfg)
+            if not mask.any():
+                skip = (f"mask '{row['mask_name']}' is all black after fitting to the clip: nothing to regenerate "
+                        "(WHITE = regenerate, BLACK = keep)")
+        # the latent mask travels as bytes + shape: rows stay Arrow-friendly whether or not a sample has one
+        rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip,
+                     "mask": b"" if mask is None else mask.astype(np.uint8).tobytes(),
+                     "mask_shape": [] if mask is None else list(mask.shape)})
     return rows
+
+
+def latent_mask(row: dict, window: TimeWindow, cfg: PreprocessConfig) -> np.ndarray:
+    """The mask as training sees it: bool [F', H', W'], True = regenerate. Same crop and timestamps as the clip,
+    then the VAE's causal temporal grouping."""
+    spec = cfg.fit_spec(row["kind"])
+    times = frame_times(window, spec, cfg.auto_scale)
+    pixels = fit_mask(row["mask_path"], clip_display_size(row["path"]), spec, times=times)
+    return mask_to_latent(pixels)
 
 
 def _fit(path: str, row: dict, cfg: PreprocessConfig):
@@ -92,6 +115,12 @@ def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
     if row.get("ref_path"):
         out["reference"] = scale_reference(_fit(row["ref_path"], row, cfg), cfg.reference_spatial,
                                            cfg.reference_temporal)
+        if cfg.reference_audio:  # the reference clip's own audio over the same window: the audio reference
+            out["ref_audio"] = audio_for_clip(row["ref_path"], TimeWindow(row["start"], row["end"]),
+                                              cfg.fit_spec(row["kind"]), cfg.auto_scale, cfg.audio_sample_rate,
+                                              cfg.audio_normalize, cfg.audio_preserve_pitch)
+    if row.get("mask_shape"):
+        out["mask"] = np.frombuffer(row["mask"], dtype=np.uint8).reshape(row["mask_shape"])
     return out
 
 
@@ -99,7 +128,8 @@ def _sample_id(row: dict, cfg: PreprocessConfig) -> str:
     return stable_id(row["name"], row["start"], row["end"], cfg.width, cfg.height, cfg.fit_spec(row["kind"]).num_frames,
                      cfg.frame_rate, cfg.auto_scale, cfg.model_dir, row["ref_path"] and
                      (cfg.reference_spatial, cfg.reference_temporal),
-                     cfg.audio and (cfg.audio_sample_rate, cfg.audio_normalize, cfg.audio_preserve_pitch))
+                     cfg.audio and (cfg.audio_sample_rate, cfg.audio_normalize, cfg.audio_preserve_pitch),
+                     row["mask_path"], cfg.reference_audio)
 
 
 def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics) -> Manifest:
@@ -109,6 +139,7 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     cache = LatentCache(cfg.cache_dir)
     items = [{"name": s.name, "path": s.media["target"], "ref_path": s.media.get("reference", ""),
+              "mask_path": s.media.get("mask", ""), "mask_name": s.archive_paths.get("mask", ""),
               "kind": s.kind, "caption": s.caption,
               "text_id": stable_id(s.caption, cfg.model_dir)} for s in samples]
 
@@ -140,7 +171,8 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
         try:
             ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg}).map_batches(
-                _video_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir, cfg.audio), batch_size=1,
+                _video_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir, cfg.audio or cfg.reference_audio),
+                batch_size=1,
                 **actor_opts
             ).materialize()
         except Exception as exc:  # a clip that probed fine but fails to decode: name it
@@ -148,16 +180,17 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
 
     manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
                         reference_spatial=cfg.reference_spatial, reference_temporal=cfg.reference_temporal,
-                        audio=cfg.audio,
+                        audio=cfg.audio, reference_audio=cfg.reference_audio,
                         skipped=[s.to_json() for s in diag.skipped])
     for r in keep:
         tensors = cache.load_video(r["id"])
-        ref, audio = tensors.get("reference"), tensors.get("audio")
+        ref, audio, mask = tensors.get("reference"), tensors.get("audio"), tensors.get("mask")
         manifest.samples.append(CachedSample(
             id=r["id"], name=r["name"], caption=r["caption"], text_id=r["text_id"],
             latent_shape=list(tensors["latents"].shape), num_frames=cfg.fit_spec(r["kind"]).num_frames,
             fps=float(cfg.frame_rate), reference_shape=list(ref.shape) if ref is not None else None,
             audio_shape=list(audio.shape) if audio is not None else None,
+            regenerate_fraction=float(mask.float().mean()) if mask is not None else None,
         ))
     cache.write_manifest(manifest)
     return manifest

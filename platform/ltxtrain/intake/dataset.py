@@ -12,7 +12,7 @@ from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..api.schema import TrainingRequest
 from ..media.fit import frames_available
 from ..media.probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, MediaInfo, probe
-from ..products.base import Recipe
+from ..products.base import AudioReference, Recipe
 from .archive import ExtractedFile
 
 CAPTION_EXTENSION = ".txt"
@@ -72,6 +72,7 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
     groups: dict[str, dict[str, ExtractedFile]] = {}
     kinds: dict[str, list[str]] = {}
     errors: list[ErrorItem] = []
+    n_media = 0
 
     for f in files:
         stem, ext = posixpath.splitext(f.archive_path)
@@ -88,9 +89,9 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
                                     f"file name must end with one of {sorted(s for s in recipe.roles if s)}"))
             continue
         base, role = split
-        if kind not in recipe.media_kinds:
+        if kind not in recipe.kinds_for(role):
             errors.append(ErrorItem(("body", "training_data_url", f.archive_path),
-                                    f"{kind} files are not accepted by this endpoint"))
+                                    f"{kind} files are not accepted as {role} by this endpoint"))
             continue
         slot = groups.setdefault(base, {})
         if role in slot:
@@ -98,11 +99,12 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
                                     f"duplicate media for '{base}': '{slot[role].archive_path}' and '{f.archive_path}'"))
             continue
         slot[role] = f
-        kinds.setdefault(kind, []).append(f.archive_path)
+        n_media += 1
+        if role == "target":  # the videos-or-images rule is about what is trained on, not masks
+            kinds.setdefault(kind, []).append(f.archive_path)
 
     if errors:
         raise RequestError(errors)
-    n_media = sum(len(v) for v in kinds.values())
     if n_media == 0:
         raise RequestError.field("training_data_url", "the archive contains no supported media files "
                                  f"(videos: {', '.join(VIDEO_EXTENSIONS)}; images: {', '.join(IMAGE_EXTENSIONS)})")
@@ -183,7 +185,7 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
     if sample.kind != "video" or request.auto_scale_input:
         return True
     for role, info in sample.info.items():
-        if will_split(info, request):
+        if role == "mask" or will_split(info, request):  # masks follow their clip's length (held or trimmed)
             continue
         have = frames_available(info.duration, request.frame_rate)
         if have < request.number_of_frames:
@@ -196,7 +198,12 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
 
 def resolve_audio(recipe: Recipe, request: TrainingRequest, samples: list[SampleSpec], diag: Diagnostics) -> bool:
     """Spec `with_audio`: null = on when every clip has an audio track; true = required (clips without one are
-    named); false = off. A silent but present track counts as audio."""
+    named); false = off. A silent but present track counts as audio.
+
+    Products with an audio reference always train audio: both clips of every sample need an audible track."""
+    if recipe.has(AudioReference):
+        require_audible(samples, ("reference", "target"))
+        return True
     if recipe.joint_audio_field is None:
         return False
     wanted = getattr(request, recipe.joint_audio_field)
@@ -215,3 +222,24 @@ def resolve_audio(recipe: Recipe, request: TrainingRequest, samples: list[Sample
         diag.warn(f"training video only: {len(lacking)} clip(s) have no audio track (e.g. '{lacking[0]}')")
         return False
     return True
+
+
+SILENCE_PEAK = 1e-3  # below this peak a track is treated as silent (about -60 dBFS)
+
+
+def require_audible(samples: list[SampleSpec], roles: tuple[str, ...]) -> None:
+    """Every named clip must have an audio track that is not silence; each offender is named."""
+    from ..media.audio import load_audio
+
+    errors = []
+    for s in samples:
+        for role in roles:
+            name, info = s.archive_paths[role], s.info[role]
+            if not info.has_audio:
+                errors.append(ErrorItem(("body", "training_data_url", name), f"'{name}' has no audio track"))
+                continue
+            wave = load_audio(s.media[role], 0.0, max(info.duration, 0.1), 16000)
+            if float(abs(wave).max(initial=0.0)) < SILENCE_PEAK:
+                errors.append(ErrorItem(("body", "training_data_url", name), f"'{name}' has a silent audio track"))
+    if errors:
+        raise RequestError(errors)

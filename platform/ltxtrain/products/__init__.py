@@ -5,13 +5,13 @@ from __future__ import annotations
 from ..api.errors import ErrorItem, RequestError
 from .base import Recipe
 
-PLANNED = ("ic-lora/v2v-masked", "av2av-masked")
+PLANNED: tuple[str, ...] = ()
 
 
 def _registry() -> dict[str, Recipe]:
-    from . import ic_lora_v2v, t2v
+    from . import ic_lora_v2v, masked, t2v
 
-    return {r.endpoint: r for r in (t2v.RECIPE, ic_lora_v2v.RECIPE)}
+    return {r.endpoint: r for r in (t2v.RECIPE, ic_lora_v2v.RECIPE, masked.V2V_MASKED, masked.AV2AV_MASKED)}
 
 
 def get_recipe(endpoint: str) -> Recipe:

@@ -32,14 +32,31 @@ class ReferenceVideo:
     """IC-LoRA: the `reference` role's clip, fitted like the target then scaled by the request's factors,
     appended as clean tokens on the target's coordinates."""
 
-    spatial_field: str = "reference_downscale_factor"
-    temporal_field: str = "reference_temporal_scale_factor"
+    spatial_field: str | None = "reference_downscale_factor"  # None: the product has no such field (factor 1)
+    temporal_field: str | None = "reference_temporal_scale_factor"
 
     def factors(self, request: TrainingRequest) -> tuple[int, int]:
-        return int(getattr(request, self.spatial_field)), int(getattr(request, self.temporal_field))
+        def read(name: str | None) -> int:
+            return int(getattr(request, name)) if name else 1
+
+        return read(self.spatial_field), read(self.temporal_field)
 
 
-Condition = FirstFrame | ReferenceVideo  # later: VideoMask, AudioReference
+@dataclass(frozen=True)
+class VideoMask:
+    """Masked target: the `mask` role (WHITE = regenerate) fitted with the clip's crop; kept tokens are clean,
+    timestep 0 and out of the loss."""
+
+    role: str = "mask"
+
+
+@dataclass(frozen=True)
+class AudioReference:
+    """The reference clip's audio as clean tokens appended to the audio sequence; the target's audio is generated.
+    Both clips must carry an audible track."""
+
+
+Condition = FirstFrame | ReferenceVideo | VideoMask | AudioReference
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,10 @@ class Recipe:
     joint_audio_field: str | None = None
     # roles whose clip must have exactly the target's frame count (one mismatch rejects the request)
     matched_roles: tuple[str, ...] = ()
+    # media kinds per role where they differ from `media_kinds` (e.g. masks may be images or videos)
+    role_kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # False: scene splitting would desync the files of a sample, so the request may not turn it on
+    scene_splitting: bool = True
 
     def parse(self, payload) -> TrainingRequest:
         from ..api.schema import parse_request
@@ -69,12 +90,22 @@ class Recipe:
 
         request = parse_request(self.request_model, payload)
         errors = [e for check in self.checks for e in check(request)]
+        if not self.scene_splitting and request.split_input_into_scenes:
+            errors.append(ErrorItem(("body", "split_input_into_scenes"),
+                                    "split_input_into_scenes is not available for this endpoint: it would desync the "
+                                    "reference, target and mask; provide pre-split clips"))
         if errors:
             raise RequestError(errors)
         return request
 
     def first_frame_p(self, request: TrainingRequest) -> float:
         return next((c.probability(request) for c in self.conditions if isinstance(c, FirstFrame)), 0.0)
+
+    def has(self, kind: type) -> bool:
+        return any(isinstance(c, kind) for c in self.conditions)
+
+    def kinds_for(self, role: str) -> tuple[str, ...]:
+        return self.role_kinds.get(role, self.media_kinds)
 
     def reference_factors(self, request: TrainingRequest) -> tuple[int, int] | None:
         """(spatial, temporal) when the product trains with a reference video, else None."""

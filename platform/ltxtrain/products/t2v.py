@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from ..api.schema import TrainingRequest
 from ..models.lora import AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS
@@ -10,6 +10,7 @@ from .base import FirstFrame, Recipe
 
 
 class T2VRequest(TrainingRequest):
+    first_frame_conditioning_p: float = Field(0.5, ge=0.0, le=1.0)
     with_audio: bool | None = None
     generate_audio_in_validation: bool = True
     audio_normalize: bool = True

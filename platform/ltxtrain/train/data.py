@@ -46,6 +46,8 @@ class Batch:
     names: list[str]
     reference: torch.Tensor | None = None  # [B, C, Fr, Hr, Wr]
     audio: torch.Tensor | None = None  # [B, L, Ca] packed normalised audio latents
+    mask: torch.Tensor | None = None  # [B, F, H, W] latent regenerate-mask (1 = regenerate)
+    ref_audio: torch.Tensor | None = None  # [B, Lr, Ca] audio reference latents
     ref_spatial: int = 1
     ref_temporal: int = 1
 
@@ -80,7 +82,7 @@ class CacheReader:
             raise ValueError(f"samples in one batch have different latent shapes: {sorted(shapes)}")
         texts = [self._load_text(s) for s in picked]
         videos = [self._load_video(s) for s in picked]
-        for key in ("reference", "audio"):
+        for key in ("reference", "audio", "mask", "ref_audio"):
             if len({key in v for v in videos}) != 1:
                 raise ValueError(f"a batch mixes samples with and without {key} latents")
         has_ref = {"reference" in v for v in videos}
@@ -89,10 +91,16 @@ class CacheReader:
             reference=torch.stack([v["reference"] for v in videos]).float() if has_ref == {True} else None,
             ref_spatial=self.ref_spatial,
             ref_temporal=self.ref_temporal,
-            audio=torch.stack([v["audio"] for v in videos]).float() if "audio" in videos[0] else None,
+            audio=_stack(videos, "audio"),
+            mask=_stack(videos, "mask"),
+            ref_audio=_stack(videos, "ref_audio"),
             text_video=torch.stack([t["video"] for t in texts]).float(),
             text_audio=torch.stack([t["audio"] for t in texts]).float(),
             text_mask=torch.stack([t["mask"] for t in texts]).float(),
             fps=picked[0].fps,
             names=[s.name for s in picked],
         )
+
+
+def _stack(tensors: list[dict[str, torch.Tensor]], key: str) -> torch.Tensor | None:
+    return torch.stack([t[key] for t in tensors]).float() if key in tensors[0] else None

@@ -18,6 +18,7 @@ from ..conditioning.tokens import (
     TextContext,
     audio_tokens,
     first_frame_mask,
+    kept_mask,
     masked_mse,
     predict,
     video_tokens,
@@ -73,6 +74,8 @@ def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device) -> di
     """Rectified-flow velocity losses per sample ([B] each) for every generated modality; conditioning excluded."""
     latents = batch.latents.to(device)
     cond = first_frame_mask(draw.first_frame, tuple(latents.shape[2:])).to(device)
+    if batch.mask is not None:  # kept (black) region: clean, t=0, no loss
+        cond = torch.maximum(cond, kept_mask(batch.mask).to(device))
     reference = None
     if batch.reference is not None:
         reference = Reference(batch.reference.to(device), batch.ref_spatial, batch.ref_temporal)
@@ -82,10 +85,11 @@ def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device) -> di
     if batch.audio is None:
         return {"video": masked_mse(predict(transformer, tokens, text), tokens.target, tokens.loss_mask)}
     audio = audio_tokens(transformer.audio_rope, batch.audio.to(device), draw.audio_sigma.to(device),
-                         noise=draw.audio_noise.to(device))
+                         noise=draw.audio_noise.to(device),
+                         reference=batch.ref_audio.to(device) if batch.ref_audio is not None else None)
     pred_video, pred_audio = predict(transformer, tokens, text, audio)
     return {"video": masked_mse(pred_video, tokens.target, tokens.loss_mask),
-            "audio": ((pred_audio - audio.target) ** 2).mean(dim=(1, 2))}
+            "audio": masked_mse(pred_audio, audio.target, audio.loss_mask)}
 
 
 class ProbeLoss:

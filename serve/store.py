@@ -1,0 +1,200 @@
+"""Job records in SQLite (WAL). Every state change is a compare-and-set, so several threads — or several Serve
+replicas sharing the file — can move the queue without double-starting or losing a job.
+
+Statuses: IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELLED (IN_QUEUE → CANCELLED too).
+An IN_PROGRESS record with `submitted_at` NULL has been claimed by a scheduler but its Ray job is not (yet) known
+to have been submitted.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"
+ACTIVE = (IN_QUEUE, IN_PROGRESS)
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ray_job_id TEXT,
+    submitted_at REAL,
+    out_dir TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    billing_units INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    seq: int
+    id: str
+    owner: str
+    endpoint: str
+    request: dict
+    status: str
+    ray_job_id: str | None
+    submitted_at: float | None
+    out_dir: str
+    created: float
+    updated: float
+    billing_units: int
+    error: dict | None  # {"msg": str, "detail": [{loc, msg}]?}
+    result: dict | None  # result.json as the job wrote it (COMPLETED only)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "JobRecord":
+        d = dict(row)
+        d["request"] = json.loads(d["request"])
+        d["error"] = json.loads(d["error"]) if d["error"] else None
+        d["result"] = json.loads(d["result"]) if d["result"] else None
+        return cls(**d)
+
+
+class JobStore:
+    def __init__(self, path: str, busy_timeout_s: float = 30.0):
+        self.path = str(path)
+        self.busy_timeout_s = busy_timeout_s
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _connect(self):
+        # One short-lived connection per operation: safe from any thread, and cheap for SQLite.
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE: takes the write lock up front, so read-then-write decisions are atomic across
+        processes."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # ------------------------------------------------------------------------------------------------ reads
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def list_for(self, owner: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        """This owner's jobs, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
+                              (owner, limit, offset)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+    def with_status(self, status: str) -> list[JobRecord]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", (status,)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+    def queue_position(self, job: JobRecord) -> int | None:
+        """1 for the next job to start; None when the job is not queued."""
+        with self._connect() as db:
+            row = db.execute("SELECT status, (SELECT COUNT(*) FROM jobs WHERE status = ? AND seq <= j.seq) "
+                             "FROM jobs j WHERE id = ?", (IN_QUEUE, job.id)).fetchone()
+        if not row or row[0] != IN_QUEUE:
+            return None
+        return int(row[1])
+
+    def count(self, status: str | None = None) -> int:
+        with self._connect() as db:
+            if status is None:
+                return int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+            return int(db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0])
+
+    # ------------------------------------------------------------------------------------------------ writes
+    def create(self, owner: str, endpoint: str, request: dict, out_dir_for, job_id: str | None = None) -> JobRecord:
+        """Insert an IN_QUEUE record. `out_dir_for(job_id)` gives the job's output directory."""
+        job_id = job_id or uuid.uuid4().hex
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("INSERT INTO jobs (id, owner, endpoint, request, status, out_dir, created, updated) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, owner, endpoint, json.dumps(request), IN_QUEUE, str(out_dir_for(job_id)), now, now))
+        return self.get(job_id)
+
+    def claim_next(self, max_running: int, ray_job_id_for) -> JobRecord | None:
+        """Move the oldest queued job to IN_PROGRESS if fewer than `max_running` jobs are in progress."""
+        with self._transaction() as db:
+            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (IN_PROGRESS,)).fetchone()[0]
+            if running >= max_running:
+                return None
+            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (IN_QUEUE,)).fetchone()
+            if row is None:
+                return None
+            job_id = row[0]
+            db.execute("UPDATE jobs SET status = ?, ray_job_id = ?, submitted_at = NULL, updated = ? WHERE id = ?",
+                       (IN_PROGRESS, ray_job_id_for(job_id), time.time(), job_id))
+        return self.get(job_id)
+
+    def mark_submitted(self, job_id: str) -> bool:
+        """Record that the Ray job exists. False when the job left IN_PROGRESS meanwhile (e.g. was cancelled)."""
+        return self._cas(job_id, (IN_PROGRESS,), submitted_at=time.time())
+
+    def requeue(self, job_id: str) -> bool:
+        """A claim whose submission never happened (the claiming process died): back to the queue."""
+        with self._transaction() as db:
+            cur = db.execute("UPDATE jobs SET status = ?, ray_job_id = NULL, updated = ? "
+                             "WHERE id = ? AND status = ? AND submitted_at IS NULL",
+                             (IN_QUEUE, time.time(), job_id, IN_PROGRESS))
+            return cur.rowcount == 1
+
+    def finish(self, job_id: str, status: str, billing_units: int = 0, error: dict | None = None,
+               result: dict | None = None) -> bool:
+        """IN_PROGRESS → a terminal status. False if the job was no longer IN_PROGRESS."""
+        assert status in TERMINAL, status
+        return self._cas(job_id, (IN_PROGRESS,), status=status, billing_units=billing_units,
+                         error=json.dumps(error) if error else None, result=json.dumps(result) if result else None)
+
+    def cancel(self, job_id: str) -> str | None:
+        """Mark an active job CANCELLED. Returns the status it had (so the caller knows whether a Ray job may need
+        stopping), or None if there is no such job."""
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] in ACTIVE:
+                db.execute("UPDATE jobs SET status = ?, updated = ? WHERE id = ?", (CANCELLED, time.time(), job_id))
+            return row[0]
+
+    def _cas(self, job_id: str, from_status: tuple[str, ...], **values) -> bool:
+        values["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in values)
+        marks = ", ".join("?" for _ in from_status)
+        with self._transaction() as db:
+            cur = db.execute(f"UPDATE jobs SET {cols} WHERE id = ? AND status IN ({marks})",
+                             (*values.values(), job_id, *from_status))
+            return cur.rowcount == 1

@@ -1,0 +1,402 @@
+"""The HTTP service (serve/) against the session's local Ray head node and the tiny model.
+
+Most tests drive the FastAPI app in-process (TestClient); trainings still run as real Ray jobs through the Jobs
+API. One test deploys the Serve application and talks HTTP to it. Trainings are the slow part: the t2v, ic-lora and
+bad-dataset jobs are submitted together by one module fixture and shared.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from serve.app import create_app  # noqa: E402
+from serve.config import ServeConfig  # noqa: E402
+from serve.store import JobStore  # noqa: E402
+
+TOKENS = {"key-alice": "alice", "key-bob": "bob"}
+ALICE = {"Authorization": "Key key-alice"}
+BOB = {"Authorization": "Key key-bob"}
+SMALL = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "number_of_steps": 100, "rank": 8,
+         "trigger_phrase": "tinystyle"}
+IC_SMALL = {**SMALL, "frame_rate": 25, "validation_resolution": "low", "validation_aspect_ratio": "16:9",
+            "validation_number_of_frames": 9}
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def poll(fetch, done, limit_s: float, what: str, interval: float = 1.0):
+    """Call fetch() until done(value); a bounded loop (fails with the last value seen)."""
+    end = time.monotonic() + limit_s
+    value = fetch()
+    while not done(value):
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not reached; last seen {value}")
+        time.sleep(interval)
+        value = fetch()
+    return value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    from ltxtrain.sampledata import make_dataset_zip, write_video
+
+    d = tmp_path_factory.mktemp("serve_data")
+    t2v = make_dataset_zip(str(d / "clips.zip"), kind="video", n=2, seconds=0.5, fps=25, width=160, height=96)
+    pairs = d / "pairs.zip"
+    with zipfile.ZipFile(pairs, "w") as zf:
+        for i, base in enumerate(("a", "b")):
+            for suffix, seed in (("_start", 100 + i), ("_end", 200 + i)):
+                p = d / f"{base}{suffix}.mp4"
+                write_video(str(p), 0.5, 25, 160, 96, seed=seed)
+                zf.write(p, p.name)
+            zf.writestr(f"{base}.txt", "a red square turns blue")
+    empty = d / "no_media.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "no clips in here")
+    return {"t2v": t2v, "ic": str(pairs), "empty": str(empty)}
+
+
+def make_config(ray_cluster, root: Path, **overrides) -> ServeConfig:
+    home = os.environ["LTXTRAIN_HOME"]
+    values = dict(db_path=str(root / "jobs.db"), out_root=str(root / "jobs"), tokens=TOKENS,
+                  dashboard=ray_cluster["dashboard"], model="tiny", workers=1, cpu=True, max_running=2,
+                  allow_private_urls=True,  # datasets are local files in these tests
+                  scheduler_interval_s=0.5, home=home, python=sys.executable,
+                  job_env={"LTXTRAIN_HOME": home, "HF_HUB_OFFLINE": "1"})
+    values.update(overrides)
+    return ServeConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def config(ray_cluster, tiny_model, tmp_path_factory):
+    return make_config(ray_cluster, tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def client(config):
+    with TestClient(create_app(config)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def submitted(client, datasets):
+    """t2v, a dataset that fails intake, and ic-lora/v2v, submitted together (max_running=2)."""
+    ids = {}
+    for name, endpoint, payload in (("t2v", "t2v", {"training_data_url": datasets["t2v"], **SMALL}),
+                                    ("bad", "t2v", {"training_data_url": datasets["empty"], **SMALL}),
+                                    ("ic", "ic-lora/v2v", {"training_data_url": datasets["ic"], **IC_SMALL})):
+        r = client.post(f"/{endpoint}", json=payload, headers=ALICE)
+        assert r.status_code == 202, r.text
+        ids[name] = r.json()
+    return ids
+
+
+def wait_terminal(client, request_id: str, limit_s: float = 420) -> dict:
+    return poll(lambda: client.get(f"/requests/{request_id}/status", headers=ALICE).json(),
+                lambda s: s["status"] in TERMINAL, limit_s, f"request {request_id} finishing")
+
+
+@pytest.fixture(scope="module")
+def finished_t2v(client, submitted):
+    status = wait_terminal(client, submitted["t2v"]["request_id"])
+    assert status["status"] == "COMPLETED", status
+    return submitted["t2v"]["request_id"]
+
+
+# ------------------------------------------------------------------------------------------------ requests
+def test_bad_request_is_422_naming_the_field_and_records_nothing(client, config):
+    store = JobStore(config.db_path)
+    before = store.count()
+    listed = client.get("/requests", headers=ALICE).json()
+    r = client.post("/t2v", json={"training_data_url": "x.zip", "rank": 7, "number_of_stepz": 100}, headers=ALICE)
+    assert r.status_code == 422
+    locs = {tuple(e["loc"]) for e in r.json()["detail"]}
+    assert locs == {("body", "rank"), ("body", "number_of_stepz")}, r.json()
+    assert all(e["msg"] for e in r.json()["detail"])
+    r = client.post("/t2v", content=b"{not json", headers=ALICE)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    # ic-lora cross-field rule, named by its field
+    r = client.post("/ic-lora/v2v", json={"training_data_url": "x.zip", "reference_temporal_scale_factor": 2},
+                    headers=ALICE)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "reference_temporal_scale_factor"]
+    r = client.post("/t2v-nope", json={"training_data_url": "x.zip"}, headers=ALICE)
+    assert r.status_code == 404 and "t2v-nope" in r.json()["detail"][0]["msg"]
+    assert store.count() == before
+    assert client.get("/requests", headers=ALICE).json() == listed
+
+
+def test_keys_are_required_and_checked(client):
+    assert client.post("/t2v", json={"training_data_url": "x.zip"}).status_code == 401
+    r = client.get("/requests", headers={"Authorization": "Key nope"})
+    assert r.status_code == 401 and r.json()["detail"][0]["loc"] == ["header", "Authorization"]
+    assert client.get("/requests", headers={"Authorization": "Bearer key-alice"}).status_code == 401
+    assert client.get("/requests", headers=ALICE).status_code == 200
+
+
+def test_service_refuses_local_and_private_dataset_urls_unless_allowed(ray_cluster, tmp_path, datasets):
+    cfg = make_config(ray_cluster, tmp_path, allow_private_urls=False, scheduler_interval_s=0)
+    with TestClient(create_app(cfg)) as c:
+        for url in (datasets["t2v"], "file://" + datasets["t2v"], "http://127.0.0.1:9/x.zip",
+                    "http://[::1]/x.zip", "http://169.254.169.254/latest", "http://localhost/x.zip"):
+            r = c.post("/t2v", json={"training_data_url": url, **SMALL}, headers=ALICE)
+            assert r.status_code == 422, (url, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", "training_data_url"]
+        assert JobStore(cfg.db_path).count() == 0
+        # the job itself is told to refuse them too (hosts that only *resolve* to private addresses)
+        from serve.runner import Runner
+
+        runner = Runner(cfg, JobStore(cfg.db_path))
+        job = runner.submit("alice", "t2v", {"training_data_url": "https://example.com/x.zip", **SMALL})
+        assert "--strict-urls" in runner.entrypoint(job)
+        assert "--strict-urls" not in Runner(make_config(ray_cluster, tmp_path / "b"), runner.store).entrypoint(job)
+
+
+# ------------------------------------------------------------------------------------------------ round trips
+def test_submit_answers_202_with_urls(submitted):
+    s = submitted["t2v"]
+    rid = s["request_id"]
+    assert s["status_url"].endswith(f"/requests/{rid}/status")
+    assert s["response_url"].endswith(f"/requests/{rid}")
+    assert s["cancel_url"].endswith(f"/requests/{rid}/cancel")
+
+
+def test_t2v_round_trip_outputs_download(client, finished_t2v):
+    rid = finished_t2v
+    status = client.get(f"/requests/{rid}/status", headers=ALICE).json()
+    assert status["status"] == "COMPLETED" and status["billing_units"] == 100
+    r = client.get(f"/requests/{rid}", headers=ALICE)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["billing_units"] == 100 and out["number_of_steps"] == 100 and out["samples"] == 2
+    assert out["video"] is None and out["debug_dataset"] is None
+    lora = out["lora_file"]
+    assert lora["url"] == f"http://testserver/requests/{rid}/files/{lora['file_name']}"
+    got = client.get(lora["url"], headers=ALICE)
+    assert got.status_code == 200 and len(got.content) == lora["file_size"] > 0
+    from safetensors.torch import load
+
+    tensors = load(got.content)
+    assert tensors and all(k.startswith("diffusion_model.") for k in tensors)
+    cfg = client.get(out["config_file"]["url"], headers=ALICE)
+    assert cfg.status_code == 200 and cfg.json()["trigger_phrase"] == "tinystyle" and cfg.json()["rank"] == 8
+    metrics = client.get(f"/requests/{rid}/files/metrics.jsonl", headers=ALICE)
+    rows = [json.loads(line) for line in metrics.text.splitlines()]
+    assert rows[-1]["step"] == 100 and all(row["loss"] > 0 for row in rows)
+    # only the outputs are served: no other file of the job's directory
+    assert client.get(f"/requests/{rid}/files/request.json", headers=ALICE).status_code == 404
+    assert client.get(f"/requests/{rid}/files/..%2F..%2Fjobs.db", headers=ALICE).status_code in (404, 405)
+
+
+def test_status_logs_come_from_the_ray_job(client, finished_t2v):
+    body = client.get(f"/requests/{finished_t2v}/status", params={"logs": 1}, headers=ALICE).json()
+    assert any("preprocessed 2 samples" in line for line in body["logs"]), body["logs"][-20:]
+    assert "logs" not in client.get(f"/requests/{finished_t2v}/status", headers=ALICE).json()
+
+
+def test_dataset_error_fails_the_job_with_the_422_shape_and_bills_nothing(client, submitted):
+    rid = submitted["bad"]["request_id"]
+    status = wait_terminal(client, rid)
+    assert status["status"] == "FAILED" and status["billing_units"] == 0, status
+    assert status["detail"] and status["detail"][0]["loc"][:2] == ["body", "training_data_url"], status
+    r = client.get(f"/requests/{rid}", headers=ALICE)
+    assert r.status_code == 422 and r.json()["billing_units"] == 0
+    assert r.json()["detail"][0]["loc"][:2] == ["body", "training_data_url"]
+
+
+def test_ic_lora_round_trip(client, submitted):
+    rid = submitted["ic"]["request_id"]
+    status = wait_terminal(client, rid)
+    assert status["status"] == "COMPLETED", status
+    out = client.get(f"/requests/{rid}", headers=ALICE).json()
+    assert out["endpoint"] == "ic-lora/v2v" and out["billing_units"] == 100
+    got = client.get(out["lora_file"]["url"], headers=ALICE)
+    from safetensors import safe_open
+
+    path = Path(client.app.state.config.out_root) / rid / "downloaded.safetensors"
+    path.write_bytes(got.content)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["ltxtrain_endpoint"] == "ic-lora/v2v"
+        assert f.metadata()["reference_downscale_factor"] == "1"
+
+
+# ------------------------------------------------------------------------------------------------ ownership
+def test_another_user_cannot_see_list_cancel_or_download(client, finished_t2v):
+    rid = finished_t2v
+    lora = client.get(f"/requests/{rid}", headers=ALICE).json()["lora_file"]
+    for method, url in (("get", f"/requests/{rid}/status"), ("get", f"/requests/{rid}"),
+                        ("get", f"/requests/{rid}/files/{lora['file_name']}"), ("put", f"/requests/{rid}/cancel")):
+        r = getattr(client, method)(url, headers=BOB)
+        assert r.status_code == 404, (url, r.status_code)
+        assert rid in r.json()["detail"][0]["msg"]
+    assert rid not in [j["request_id"] for j in client.get("/requests", headers=BOB).json()["requests"]]
+    assert rid not in client.get("/", headers=BOB).text
+    r = client.post("/inference/t2v", json={"request_id": rid, "prompt": "x"}, headers=BOB)
+    assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["body", "request_id"]
+    # and the owner still sees it, in the API and on the page (cookie auth for the browser)
+    assert client.get(f"/requests/{rid}/status", headers=ALICE).json()["status"] == "COMPLETED"
+    page = client.get("/", cookies={"ltxtrain_key": "key-alice"})
+    assert page.status_code == 200 and rid in page.text and "<svg" in page.text
+    assert client.get("/").status_code == 401  # the key form
+
+
+def test_history_survives_a_new_app_instance(config, finished_t2v, submitted):
+    with TestClient(create_app(config)) as fresh:
+        history = fresh.get("/requests", headers=ALICE).json()["requests"]
+        ids = [h["request_id"] for h in history]
+        assert ids[:3] == [submitted[k]["request_id"] for k in ("ic", "bad", "t2v")]  # newest first
+        assert history[2]["status"] == "COMPLETED" and history[2]["billing_units"] == 100
+        out = fresh.get(f"/requests/{finished_t2v}", headers=ALICE).json()
+        assert fresh.get(out["lora_file"]["url"], headers=ALICE).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------ inference
+def test_inference_with_a_finished_jobs_lora_returns_a_decodable_mp4(client, finished_t2v):
+    import av
+
+    body = {"request_id": finished_t2v, "prompt": "tinystyle a red square", "width": 96, "height": 64,
+            "number_of_frames": 9, "num_inference_steps": 2, "guidance_scale": 1.0}
+    r = client.post("/inference/t2v", json=body, headers=ALICE)
+    assert r.status_code == 200, r.text[:2000]
+    assert r.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(r.content)) as container:
+        kinds = {s.type for s in container.streams}
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert kinds == {"video", "audio"}
+    assert len(frames) == 9 and frames[0].shape == (64, 96, 3)
+    # named errors: a size the model cannot take, a LoRA for another product, no LoRA at all
+    bad = client.post("/inference/t2v", json={**body, "width": 100}, headers=ALICE)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "width"]
+    none = client.post("/inference/t2v", json={k: v for k, v in body.items() if k != "request_id"}, headers=ALICE)
+    assert none.status_code == 422 and none.json()["detail"][0]["loc"] == ["body", "request_id"]
+    ic = client.post("/inference/ic-lora/v2v", json=body, headers=ALICE)
+    assert ic.status_code == 422 and ic.json()["detail"][0]["loc"] == ["path", "endpoint"]
+
+
+# ------------------------------------------------------------------------------------------------ cancel
+def test_cancel_stops_a_running_job_and_releases_its_workers(client, config, datasets, submitted, finished_t2v):
+    import ray
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    for name in ("ic", "bad"):  # the cluster to itself: the CPU check below counts every CPU
+        wait_terminal(client, submitted[name]["request_id"])
+    r = client.post("/t2v", json={"training_data_url": datasets["t2v"], **SMALL, "number_of_steps": 20000},
+                    headers=ALICE)
+    rid = r.json()["request_id"]
+    status = poll(lambda: client.get(f"/requests/{rid}/status", headers=ALICE).json(),
+                  lambda s: s["status"] != "IN_QUEUE" and (s["status"] in TERMINAL or s.get("step", 0) >= 10),
+                  300, "training progress")
+    assert status["status"] == "IN_PROGRESS" and status["phase"] == "training", status
+    assert status["total"] == 20000 and status["loss"] > 0
+    jobs = JobSubmissionClient(config.dashboard)
+    ray_id = JobStore(config.db_path).get(rid).ray_job_id
+    assert jobs.get_job_status(ray_id) == JobStatus.RUNNING
+
+    r = client.put(f"/requests/{rid}/cancel", headers=ALICE)
+    assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
+    assert client.get(f"/requests/{rid}/status", headers=ALICE).json()["status"] == "CANCELLED"
+    poll(lambda: jobs.get_job_status(ray_id), lambda s: s.is_terminal(), 120, "Ray job stopping")
+    assert jobs.get_job_status(ray_id) == JobStatus.STOPPED
+    total = ray.cluster_resources()["CPU"]
+    poll(lambda: ray.available_resources().get("CPU", 0), lambda cpu: cpu == total, 120, "workers released")
+    assert client.put(f"/requests/{rid}/cancel", headers=ALICE).status_code == 409  # already cancelled
+    assert client.get(f"/requests/{rid}", headers=ALICE).status_code == 409
+
+
+def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp_path, datasets):
+    from ray.job_submission import JobSubmissionClient
+
+    cfg = make_config(ray_cluster, tmp_path, max_running=1)
+    payload = {"training_data_url": datasets["t2v"], **SMALL}
+    with TestClient(create_app(cfg)) as c, ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: c.post("/t2v", json=payload, headers=ALICE), range(20)))
+        assert [a.status_code for a in answers] == [202] * 20
+        ids = [a.json()["request_id"] for a in answers]
+        assert len(set(ids)) == 20
+        statuses = [c.get(f"/requests/{i}/status", headers=ALICE).json() for i in ids]
+        running = [s for s in statuses if s["status"] == "IN_PROGRESS"]
+        queued = sorted(s["queue_position"] for s in statuses if s["status"] == "IN_QUEUE")
+        assert len(running) <= 1 and len(running) + len(queued) == 20, statuses
+        assert queued == list(range(1, len(queued) + 1))  # one position each, no gaps
+
+        cancels = list(pool.map(lambda i: c.put(f"/requests/{i}/cancel", headers=ALICE), ids))
+        assert [x.status_code for x in cancels] == [200] * 20
+        listed = c.get("/requests", headers=ALICE).json()["requests"]
+        assert sorted(j["request_id"] for j in listed) == sorted(ids)
+        assert {j["status"] for j in listed} == {"CANCELLED"}
+        store = JobStore(cfg.db_path)
+        assert store.count() == 20 and store.count("CANCELLED") == 20
+        # whatever reached Ray was stopped; nothing else was ever submitted
+        jobs = JobSubmissionClient(cfg.dashboard)
+        ours = [j for j in jobs.list_jobs() if (j.metadata or {}).get("ltxtrain_request_id") in set(ids)]
+        assert len(ours) <= 1
+        for j in ours:
+            poll(lambda: jobs.get_job_status(j.submission_id), lambda s: s.is_terminal(), 120, "stop")
+            assert jobs.get_job_status(j.submission_id).value == "STOPPED"
+
+
+# ------------------------------------------------------------------------------------------------ Ray Serve
+def test_serve_deployment_over_http(ray_cluster, config, finished_t2v):
+    import av
+    import requests
+    from ray import serve
+
+    from serve.app import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(config), name="ltxtrain", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        spec = requests.get(f"{base}/openapi.json", timeout=30).json()
+        assert "/requests/{request_id}/status" in spec["paths"] and "/inference/{endpoint}" in spec["paths"]
+        assert requests.post(f"{base}/t2v", json={"rank": 3}, headers=ALICE, timeout=30).status_code == 422
+        # the same database: the history and the files are there
+        history = requests.get(f"{base}/requests", headers=ALICE, timeout=30).json()["requests"]
+        assert finished_t2v in [h["request_id"] for h in history]
+        out = requests.get(f"{base}/requests/{finished_t2v}", headers=ALICE, timeout=30).json()
+        assert out["lora_file"]["url"].startswith(f"{base}/requests/{finished_t2v}/files/")
+        got = requests.get(out["lora_file"]["url"], headers=ALICE, timeout=30)
+        assert got.status_code == 200 and len(got.content) == out["lora_file"]["file_size"]
+        assert requests.get(out["lora_file"]["url"], headers=BOB, timeout=30).status_code == 404
+        # inference through the deployment that holds the base model
+        body = {"request_id": finished_t2v, "prompt": "tinystyle", "width": 64, "height": 64, "number_of_frames": 9,
+                "num_inference_steps": 1, "guidance_scale": 1.0, "with_audio": False}
+        r = requests.post(f"{base}/inference/t2v", json=body, headers=ALICE, timeout=300)
+        assert r.status_code == 200, r.text[:2000]
+        with av.open(io.BytesIO(r.content)) as container:
+            assert len(list(container.decode(video=0))) == 9
+    finally:
+        serve.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_page_renders_in_headless_chromium(client, finished_t2v, tmp_path):
+    page = tmp_path / "jobs.html"
+    page.write_text(client.get("/", headers=ALICE).text)
+    shot = tmp_path / "jobs.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,600", page.as_uri()], check=True, capture_output=True, timeout=120)
+    assert shot.stat().st_size > 1000
