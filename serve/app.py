@@ -303,15 +303,17 @@ def _deployments():
 
 
 def build_app(config: ServeConfig | None = None):
-    """The Serve application: `serve.run(build_app(cfg), route_prefix="/")`."""
+    """The Serve application: `serve.run(build_app(cfg), route_prefix="/")` from a driver whose runtime_env has
+    the repository as working_dir (see serve/deploy.py)."""
     import ray
 
     config = config or ServeConfig.from_env()
     gpus = config.inference_num_gpus
     if gpus is None:
         gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    env = {"LTXTRAIN_HOME": config.home, "HF_HUB_OFFLINE": "1"}
-    runtime_env = {"working_dir": config.repo_root, "env_vars": env}
+    # working_dir: inherited from the deploying driver's job (serve/deploy.py, or `serve run --working-dir .`);
+    # Ray accepts local directories only at the job level.
+    runtime_env = {"env_vars": {"LTXTRAIN_HOME": config.home, "HF_HUB_OFFLINE": "1"}}
     api, inference = _deployments()
     model = inference.options(ray_actor_options={"num_gpus": gpus, "num_cpus": 1 if gpus else 0,
                                                  "runtime_env": runtime_env}).bind(config.to_dict())

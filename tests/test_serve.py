@@ -358,17 +358,19 @@ def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp
 
 
 # ------------------------------------------------------------------------------------------------ Ray Serve
-def test_serve_deployment_over_http(ray_cluster, config, finished_t2v):
+def test_serve_deployment_over_http(ray_cluster, config, finished_t2v, tmp_path):
     import av
     import requests
     from ray import serve
 
-    from serve.app import build_app
-
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg_file = tmp_path / "serve.json"
+    cfg_file.write_text(json.dumps(config.to_dict()))
+    deploy = subprocess.run([sys.executable, "-m", "serve.deploy", "--address", ray_cluster["address"],
+                             "--host", "127.0.0.1", "--port", str(port), "--config", str(cfg_file)],
+                            cwd=ROOT, env=ray_cluster["env"], capture_output=True, text=True, timeout=300)
     try:
-        serve.run(build_app(config), name="ltxtrain", route_prefix="/")
+        assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
         base = f"http://127.0.0.1:{port}"
         spec = requests.get(f"{base}/openapi.json", timeout=30).json()
         assert "/requests/{request_id}/status" in spec["paths"] and "/inference/{endpoint}" in spec["paths"]
@@ -387,6 +389,7 @@ def test_serve_deployment_over_http(ray_cluster, config, finished_t2v):
         r = requests.post(f"{base}/inference/t2v", json=body, headers=ALICE, timeout=300)
         assert r.status_code == 200, r.text[:2000]
         with av.open(io.BytesIO(r.content)) as container:
+            assert {s.type for s in container.streams} == {"video"}
             assert len(list(container.decode(video=0))) == 9
     finally:
         serve.shutdown()

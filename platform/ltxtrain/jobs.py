@@ -139,7 +139,11 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
         reference_audio=recipe.has(AudioReference),
     )
-    manifest = preprocess(job.samples, pre, job.diag)
+    from .sample.validation import plan_validation
+
+    validation = plan_validation(recipe, request, job.audio, model_dir, pre.cache_dir, str(work), opts.limits,
+                                 use_gpu=use_gpu)
+    manifest = preprocess(job.samples, pre, job.diag, extra_texts=validation.texts)
     log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
 
     targets = recipe.lora_targets(request, job.audio)
@@ -147,6 +151,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         model_dir=model_dir, cache_dir=pre.cache_dir, steps=request.number_of_steps,
         learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
         first_frame_p=recipe.first_frame_p(request), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
+        validation=[it.to_dict() for it in validation.items],
     )
     (out / "metrics.jsonl").unlink(missing_ok=True)
     outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=str(work / "ray_results"),
@@ -172,11 +177,30 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
                  request=request.model_dump(),
                  extra={"reference_downscale_factor": spatial, "reference_temporal_scale_factor": temporal}
                  if recipe.reference_factors(request) else None)
+    video = None
+    if outcome.reel_path:
+        reel = out / f"{slug}_validation.mp4"
+        shutil.move(outcome.reel_path, reel)
+        video = OutputFile.from_path(reel)
+    debug = None
+    if request.debug_dataset:
+        from .encode.pipeline import debug_samples
+        from .export.debug_archive import write_debug_archive
+
+        archive = out / f"{slug}_debug_dataset.zip"
+        write_debug_archive(str(archive), debug_samples(manifest, pre))
+        debug = OutputFile.from_path(archive)
+    from .export.plots import loss_curve_png
+
+    curve = out / "loss_curve.png"
+    loss_curve_png(str(out / "metrics.jsonl"), str(curve))
     result = TrainingResult(
         lora_file=OutputFile.from_path(lora_path),
         config_file=OutputFile.from_path(config_path),
-        video=None,  # validation reel: validation issue
-        debug_dataset=None,
+        video=video,
+        debug_dataset=debug,
+        loss_curve=OutputFile.from_path(curve),
+        metrics_file=OutputFile.from_path(out / "metrics.jsonl"),
         billing_units=billing_units(request.number_of_steps, True),
         endpoint=recipe.endpoint,
         number_of_steps=request.number_of_steps,

@@ -38,6 +38,8 @@ class TrainingResult(BaseModel):
     config_file: OutputFile | None = None
     video: OutputFile | None = None
     debug_dataset: OutputFile | None = None
+    loss_curve: OutputFile | None = None  # beyond the spec: PNG of the loss per modality
+    metrics_file: OutputFile | None = None  # beyond the spec: metrics.jsonl (step, losses, lr, step time)
     billing_units: int = 0
     endpoint: str
     number_of_steps: int

@@ -194,7 +194,7 @@ def audio_tokens(rope, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Te
     return AudioTokens(hidden, sigma, sigma_tok, coords, cond, x0, target, n)
 
 
-def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioTokens | None = None):
+def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioTokens | None = None, **forward_kwargs):
     """One forward pass. Returns the video velocity [B, S, C] (float32), or (video, audio) velocities with audio.
 
     diffusers' LTX-2 transformer always runs an audio stream; for video-only work we feed a single silent audio
@@ -230,6 +230,7 @@ def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioToke
         use_cross_timestep=bool(getattr(cfg, "cross_attn_mod", False)),
         fps=video.fps,
         return_dict=False,
+        **forward_kwargs,  # e.g. spatio_temporal_guidance_blocks for STG passes
     )
     if audio is None:
         return out_video.float()

@@ -44,6 +44,7 @@ class CachedSample:
     reference_shape: list[int] | None = None  # [C, Fr, Hr, Wr] for IC-LoRA samples
     audio_shape: list[int] | None = None  # [L, Ca] packed audio latents when training with audio
     regenerate_fraction: float | None = None  # masked products: share of target tokens the mask regenerates
+    source: dict = field(default_factory=dict)  # where it came from: paths, window, kind (debug archive, audits)
 
     @property
     def tokens(self) -> int:

@@ -132,7 +132,10 @@ def _sample_id(row: dict, cfg: PreprocessConfig) -> str:
                      row["mask_path"], cfg.reference_audio)
 
 
-def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics) -> Manifest:
+def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics,
+               extra_texts: dict[str, str] | None = None) -> Manifest:
+    """Plan, decode, encode and cache every sample; `extra_texts` (text_id -> prompt, e.g. validation prompts)
+    are encoded in the same text pass."""
     import ray
 
     # Without this Ray Data reserves half the CPUs per operator and runs ~1 decode task at a time on small nodes.
@@ -158,7 +161,9 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
                   "num_cpus": 0 if cfg.gpus_per_actor else 1}
     actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
 
-    texts = {r["text_id"]: r["caption"] for r in keep if not cache.has_text(r["text_id"])}
+    texts = {r["text_id"]: r["caption"] for r in keep}
+    texts.update(extra_texts or {})
+    texts = {k: v for k, v in texts.items() if not cache.has_text(k)}
     if texts:
         log.info("encoding %d captions", len(texts))
         rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
@@ -191,6 +196,8 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
             fps=float(cfg.frame_rate), reference_shape=list(ref.shape) if ref is not None else None,
             audio_shape=list(audio.shape) if audio is not None else None,
             regenerate_fraction=float(mask.float().mean()) if mask is not None else None,
+            source={k: r[k] for k in ("path", "ref_path", "mask_path", "kind", "start", "end", "mask", "mask_shape")
+                    if k != "mask"},
         ))
     cache.write_manifest(manifest)
     return manifest
@@ -225,3 +232,22 @@ def _named_failure(exc: Exception, rows: list[dict]) -> Exception:
             return RequestError.file(r["name"], f"could not decode: {text.splitlines()[-1][:300]}")
     return exc
 
+
+
+def debug_samples(manifest: Manifest, cfg: PreprocessConfig):
+    """Re-fit each cached sample (one at a time: bounded memory) into what the debug archive shows: the clip(s)
+    as trained, the mask as training sees it (latent grid), the final caption and the token counts."""
+    cache = LatentCache(cfg.cache_dir)
+    for s in manifest.samples:
+        out = decode_row({**s.source, "id": s.id, "mask": b"", "mask_shape": []}, cfg)
+        tensors = cache.load_video(s.id)
+        tokens = {"video": s.tokens}
+        if s.reference_shape:
+            tokens["reference"] = int(np.prod(s.reference_shape[1:]))
+        if s.audio_shape:
+            tokens["audio"] = int(s.audio_shape[0])
+        yield {"name": s.name, "caption": s.caption, "frames": out["frames"], "fps": s.fps,
+               "reference": out.get("reference"),
+               "mask": tensors["mask"].numpy() if "mask" in tensors else None,
+               "audio": out.get("audio"), "audio_rate": cfg.audio_sample_rate if "audio" in out else None,
+               "tokens": tokens}

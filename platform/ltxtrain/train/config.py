@@ -25,6 +25,9 @@ class TrainConfig:
     log_every: int = 10
     metrics_path: str | None = None  # rank 0 appends one JSON line per logged step
     probe_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    validation: list[dict] = field(default_factory=list)  # ValidationItem dicts
+    validation_every: int = 0  # 0: a quarter of the run (previews at 25/50/75/100 %)
+    progress: bool = True  # tqdm bar with step, loss and ETA on rank 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,6 +35,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return cls(**d)
+
+    @property
+    def resolved_validation_every(self) -> int:
+        return self.validation_every or max(1, self.steps // 4)
 
     @property
     def resolved_warmup(self) -> int:

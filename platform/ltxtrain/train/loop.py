@@ -24,11 +24,13 @@ from ..conditioning.tokens import (
     video_tokens,
 )
 from ..encode.cache import LatentCache
+from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
 from .parallel import all_mean, full_state_dict, is_distributed, shard_transformer
 
 LORA_FILE = "adapter.safetensors"
+REEL_FILE = "validation_reel.mp4"
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -162,6 +164,10 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
 
     probe_start = probe(transformer, device)
     metrics_file = open(cfg.metrics_path, "a") if (rank == 0 and cfg.metrics_path) else None
+    items = [ValidationItem(**v) for v in cfg.validation]
+    decoders = _load_decoders(cfg.model_dir, items, device) if (items and rank == 0) else None
+    previews = []
+    bar = _progress(cfg) if rank == 0 else None
     started = time.time()
     window: dict[str, float] = {}
     window_n = 0
@@ -190,7 +196,15 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
             if metrics_file:
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+        if bar is not None:
+            bar.update(1)
+        if items and ((step + 1) % cfg.resolved_validation_every == 0 or step + 1 == cfg.steps):
+            previews += render_previews(transformer, items, cache, step + 1, device, decoders)
 
+    if bar is not None:
+        bar.close()
     probe_end = probe(transformer, device)
     state = full_state_dict(transformer)
     final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
@@ -209,6 +223,10 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
             save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
             with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
                 json.dump(final, fh)
+            if previews:
+                from ..export.reel import write_reel
+
+                write_reel(os.path.join(tmp, REEL_FILE), previews)
             out_dir = tmp
         report(final, out_dir)
     if is_distributed():
@@ -228,6 +246,21 @@ def train_loop_per_worker(config: dict) -> None:
 
     run_worker(TrainConfig.from_dict(config),
                WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()), report)
+
+
+def _load_decoders(model_dir: str, items, device) -> dict:
+    from ..models.bundle import load_components
+
+    names = ["vae"] + (["audio_vae", "vocoder"] if any(it.audio for it in items) else [])
+    return {k: v.eval() for k, v in load_components(model_dir, names, device=device).items()}
+
+
+def _progress(cfg: TrainConfig):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, desc="training", unit="step", mininterval=5.0, dynamic_ncols=False)
 
 
 def _scalar(value) -> float | None:

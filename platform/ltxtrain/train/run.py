@@ -8,13 +8,14 @@ import shutil
 from dataclasses import dataclass
 
 from .config import TrainConfig
-from .loop import LORA_FILE, train_loop_per_worker
+from .loop import LORA_FILE, REEL_FILE, train_loop_per_worker
 
 
 @dataclass
 class TrainOutcome:
     adapter_path: str  # peft-keyed LoRA weights (float32 safetensors)
     metrics: dict
+    reel_path: str | None = None  # validation reel, when the request had validation entries
 
 
 def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool, storage_path: str,
@@ -41,4 +42,8 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
         shutil.copyfile(os.path.join(ckpt, LORA_FILE), adapter)
         with open(os.path.join(ckpt, "final_metrics.json")) as fh:
             metrics = json.load(fh)
-    return TrainOutcome(adapter, metrics)
+        reel = None
+        if os.path.exists(os.path.join(ckpt, REEL_FILE)):
+            reel = os.path.join(out_dir, REEL_FILE)
+            shutil.copyfile(os.path.join(ckpt, REEL_FILE), reel)
+    return TrainOutcome(adapter, metrics, reel)

@@ -1,0 +1,140 @@
+"""Validation previews during training, the reel, the debug dataset, progress outputs."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from ltxtrain.api.errors import RequestError
+from ltxtrain.jobs import JobOptions, run_job
+from ltxtrain.sampledata import write_image, write_video
+
+SMALL = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "frame_rate": 25, "rank": 8,
+         "learning_rate": 2e-3, "number_of_steps": 100, "validation_resolution": "low",
+         "validation_aspect_ratio": "16:9", "validation_number_of_frames": 9, "validation_frame_rate": 25}
+
+
+def audio_zip(tmp: Path) -> str:
+    z = tmp / "av.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for i in range(2):
+            p = tmp / f"clip_{i}.mp4"
+            write_video(str(p), 0.6, 25, 160, 96, seed=i, audio="stereo48k")
+            f.write(p, p.name)
+            f.writestr(f"clip_{i}.txt", "a red square with a tone")
+    return str(z)
+
+
+@pytest.fixture(scope="module")
+def job_with_validation(ray_cluster, tmp_path_factory):
+    d = tmp_path_factory.mktemp("val")
+    image = d / "start.png"
+    write_image(str(image), 320, 180, seed=3)
+    req = {"training_data_url": audio_zip(d), **SMALL, "debug_dataset": True,
+           "validation": [{"prompt": "a red square", "image_url": str(image)},
+                          {"prompt": "a blue circle", "image_url": image.as_uri()}]}
+    out = d / "out"
+    result = run_job("t2v", req, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
+    return out, result
+
+
+def test_reel_holds_every_preview_with_labels_and_audio(job_with_validation):
+    from ltxtrain.export.reel import read_reel
+
+    out, result = job_with_validation
+    assert result.video is not None and result.video.content_type == "video/mp4"
+    reel = read_reel(str(out / result.video.file_name))
+    frames = reel["frames"]
+    # previews at steps 25, 50, 75, 100 for 2 prompts, 9 frames each
+    assert frames.shape[0] == 4 * 2 * 9
+    assert frames.shape[2] == 512 and frames.shape[1] >= 288  # picture plus the label band
+    band = frames[:, : frames.shape[1] - 288]
+    assert band.shape[1] > 0 and (band.reshape(len(frames), -1).max(axis=1) > 128).all()  # a label on every frame
+    assert reel["audio"] is not None and reel["audio"].shape[0] == 2
+    assert abs(reel["audio"].shape[1] / reel["audio_rate"] - len(frames) / reel["fps"]) < 0.25
+
+
+def test_image_conditioned_sampling_keeps_the_image_latents_as_first_frame(tiny_model):
+    """What image_url previews rely on: the first latent frame stays the image's latents at every step."""
+    from ltxtrain.conditioning.tokens import TextContext, first_frame_mask
+    from ltxtrain.encode.encoders import encode_text
+    from ltxtrain.models.bundle import load_components
+    from ltxtrain.sample.sampler import sample_latents
+
+    parts = load_components(tiny_model, ["transformer", "tokenizer", "text_encoder", "connectors"])
+    tr = parts["transformer"].eval()
+    text = TextContext(*encode_text(parts["tokenizer"], parts["text_encoder"], parts["connectors"], ["a cat"], 32))
+    image_latents = torch.randn(1, tr.config.in_channels, 1, 2, 3)
+    clean = torch.zeros(1, tr.config.in_channels, 3, 2, 3)
+    clean[:, :, :1] = image_latents
+    video, _ = sample_latents(tr, text, (3, 2, 3), 25.0, steps=5, clean=clean,
+                              cond=first_frame_mask(torch.tensor([True]), (3, 2, 3)),
+                              generator=torch.Generator().manual_seed(0))
+    assert torch.equal(video[:, :, :1], image_latents)
+    assert not torch.allclose(video[:, :, 1:], clean[:, :, 1:])
+
+
+def test_progress_outputs(job_with_validation):
+    out, result = job_with_validation
+    assert result.loss_curve is not None and (out / "loss_curve.png").stat().st_size > 1000
+    from PIL import Image
+
+    assert Image.open(out / "loss_curve.png").size == (800, 400)
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "loss_video", "loss_audio", "lr", "step_time"} <= set(rows[0])
+
+
+def test_debug_archive_matches_the_training_samples(job_with_validation):
+    out, result = job_with_validation
+    assert result.debug_dataset is not None
+    with zipfile.ZipFile(out / result.debug_dataset.file_name) as z:
+        index = json.loads(z.read("index.json"))
+        assert index["count"] == 2
+        for entry in index["samples"]:
+            info = json.loads(z.read(f"{entry['folder']}/info.json"))
+            assert info["caption"] == "a red square with a tone" and info["tokens"]["video"] == 2 * 9 * 16
+            assert info["tokens"]["audio"] > 0
+            data = z.read(f"{entry['folder']}/target.mp4")
+            path = out / "clip.mp4"
+            path.write_bytes(data)
+            with av.open(str(path)) as c:
+                vs = c.streams.video[0]
+                decoded = [f for f in c.decode(vs)]
+                assert (decoded[0].width, decoded[0].height, len(decoded)) == (512, 288, 9)
+                assert len(c.streams.audio) == 1
+
+
+def test_validation_url_errors_are_named(ray_cluster, tmp_path):
+    req = {"training_data_url": audio_zip(tmp_path), **SMALL,
+           "validation": [{"prompt": "x", "image_url": str(tmp_path / "missing.png")}]}
+    with pytest.raises(RequestError) as info:
+        run_job("t2v", req, str(tmp_path / "out"), JobOptions(model="tiny", num_workers=2, use_gpu=False))
+    assert info.value.to_json()["errors"][0]["loc"] == ["body", "validation", 0, "image_url"]
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["billing_units"] == 0
+
+
+def test_stg_changes_previews_and_the_seed_reproduces_them(tiny_model):
+    from ltxtrain.conditioning.tokens import TextContext
+    from ltxtrain.encode.encoders import encode_text
+    from ltxtrain.models.bundle import load_components
+    from ltxtrain.sample.sampler import Guidance, default_stg_blocks, sample_latents
+
+    parts = load_components(tiny_model, ["transformer", "tokenizer", "text_encoder", "connectors"])
+    tr = parts["transformer"].eval()
+    enc = lambda p: TextContext(*encode_text(parts["tokenizer"], parts["text_encoder"], parts["connectors"], [p], 32))  # noqa: E731
+    text, negative = enc("a red square"), enc("blurry")
+
+    def run(stg: float, seed: int):
+        g = Guidance(cfg=3.0, stg=stg, stg_blocks=default_stg_blocks(tr))
+        v, a = sample_latents(tr, text, (2, 2, 3), 25.0, steps=4, audio_steps=5, negative=negative, guidance=g,
+                              generator=torch.Generator().manual_seed(seed))
+        return torch.cat([v.flatten(), a.flatten()])
+
+    assert torch.equal(run(1.0, 7), run(1.0, 7))
+    assert not torch.allclose(run(0.0, 7), run(1.0, 7))
