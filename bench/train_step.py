@@ -358,7 +358,11 @@ def ray_train_worker(config: dict) -> None:
     bf16 = device.type == "cuda" or resolve_dtype(config) == torch.bfloat16
     res = run_bench(config, device, flops=False, wrap=lambda m: shard_transformer(m, bf16=bf16))
     res["worker_s"] = time.perf_counter() - t
-    ray.train.report({"bench": json.dumps(res)})
+    # Ray Train v2 keeps only metrics that come with a checkpoint: ship the figures as a one-file checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "bench.json"), "w") as fh:
+            json.dump(res, fh)
+        ray.train.report({"step_s_median": res["step_s_median"]}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def run_ray(opts: dict) -> dict:
@@ -386,9 +390,10 @@ def run_ray(opts: dict) -> dict:
             t = time.perf_counter()
             result = trainer.fit()
             fit_s = time.perf_counter() - t
-        if result.error:
-            raise result.error
-        res = json.loads(result.metrics["bench"])
+            if result.error:
+                raise result.error
+            with result.checkpoint.as_directory() as ckpt, open(os.path.join(ckpt, "bench.json")) as fh:
+                res = json.load(fh)
         res["fit_s"] = fit_s
         return res
     finally:

@@ -249,8 +249,10 @@ def test_ic_lora_job_end_to_end_with_two_workers(ray_cluster, tmp_path):
     from ltxtrain.export.lora_file import read_lora_metadata
 
     z = make_pairs(tmp_path, {"a": (0.5, 0.5), "b": (0.5, 0.5)})
+    ref_video = tmp_path / "a_start.mp4"  # written by make_pairs
     req = {"training_data_url": z, **SMALL, "reference_downscale_factor": 2, "trigger_phrase": "ctrl",
-           "aspect_ratio": "1:1", "validation_aspect_ratio": "1:1"}
+           "aspect_ratio": "1:1", "validation_aspect_ratio": "1:1",
+           "validation": [{"prompt": "ctrl a square", "reference_video_url": str(ref_video)}]}
     out = tmp_path / "out"
     result = run_job("ic-lora/v2v", req, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
     data = json.loads((out / "result.json").read_text())
@@ -260,3 +262,8 @@ def test_ic_lora_job_end_to_end_with_two_workers(ray_cluster, tmp_path):
     assert meta["reference_downscale_factor"] == "2" and meta["reference_temporal_scale_factor"] == "1"
     cfg = json.loads((out / data["config_file"]["file_name"]).read_text())
     assert cfg["training_type"] == "ic-lora" and cfg["reference_downscale_factor"] == 2
+    # the reel shows each preview beside its (half-size) reference: wider than the 512 px preview
+    from ltxtrain.export.reel import read_reel
+
+    reel = read_reel(str(out / data["video"]["file_name"]))
+    assert reel["frames"].shape[0] == 4 * 9 and reel["frames"].shape[2] > 512

@@ -195,8 +195,11 @@ def test_masked_products_train_end_to_end(ray_cluster, tmp_path, endpoint, audio
 
     z = make_triplets(tmp_path, {"a": {"audio": audio}, "b": {"mask": "video:4", "audio": audio}})
     out = tmp_path / "out"
-    result = run_job(endpoint, {"training_data_url": z, **SMALL, "trigger_phrase": "repl4ce"}, str(out),
-                     JobOptions(model="tiny", num_workers=2, use_gpu=False))
+    validation = [{"prompt": "repl4ce the square", "video_url": str(tmp_path / "a_end.mp4"),
+                   "mask_url": str(tmp_path / "a_mask.png"), "reference_video_url": str(tmp_path / "a_start.mp4")}]
+    req = {"training_data_url": z, **SMALL, "trigger_phrase": "repl4ce", "validation": validation,
+           "debug_dataset": True}
+    result = run_job(endpoint, req, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
     data = json.loads((out / "result.json").read_text())
     assert data["billing_units"] == 100 and data["samples"] == 2 and data["with_audio"] is (audio is not None)
     assert result.metrics["world_size"] == 2
@@ -204,3 +207,12 @@ def test_masked_products_train_end_to_end(ray_cluster, tmp_path, endpoint, audio
     assert any(".audio_attn1." in k for k in keys) is (audio is not None)
     if audio:
         assert "probe_audio_end" in result.metrics
+    from ltxtrain.export.reel import read_reel
+
+    reel = read_reel(str(out / data["video"]["file_name"]))
+    assert reel["frames"].shape[0] == 4 * 9 and (reel["audio"] is not None) is (audio is not None)
+    with zipfile.ZipFile(out / data["debug_dataset"]["file_name"]) as zf:
+        index = json.loads(zf.read("index.json"))
+        assert index["count"] == 2 and all("mask.mp4" in e["files"] for e in index["samples"])
+        info = json.loads(zf.read(f"{index['samples'][0]['folder']}/info.json"))
+        assert 0 < info["mask"]["regenerate_fraction"] < 1

@@ -248,6 +248,6 @@ def debug_samples(manifest: Manifest, cfg: PreprocessConfig):
             tokens["audio"] = int(s.audio_shape[0])
         yield {"name": s.name, "caption": s.caption, "frames": out["frames"], "fps": s.fps,
                "reference": out.get("reference"),
-               "mask": tensors["mask"].numpy() if "mask" in tensors else None,
+               "mask": tensors["mask"].numpy().astype(bool) if "mask" in tensors else None,
                "audio": out.get("audio"), "audio_rate": cfg.audio_sample_rate if "audio" in out else None,
                "tokens": tokens}
