@@ -188,10 +188,14 @@ def make_batch(opts: dict, cfg, geo: dict):
     f, h, w = geo["latent_grid"]
     t = opts["text_tokens"]
     d = opts["ref_downscale"]
+    # connector outputs: LTX-2.3 projects per modality in the connector; LTX-2.0 feeds caption_channels to the
+    # transformer's own caption projections
+    dv, da = ((cfg.caption_channels, cfg.caption_channels) if cfg.get("use_prompt_embeddings", True)
+              else (cfg.cross_attention_dim, cfg.audio_cross_attention_dim))
     return Batch(
         latents=torch.randn(b, c, f, h, w, generator=g),
-        text_video=torch.randn(b, t, cfg.cross_attention_dim, generator=g),
-        text_audio=torch.randn(b, t, cfg.audio_cross_attention_dim, generator=g),
+        text_video=torch.randn(b, t, dv, generator=g),
+        text_audio=torch.randn(b, t, da, generator=g),
         text_mask=torch.ones(b, t),
         fps=float(opts["fps"]),
         names=["bench"] * b,
@@ -424,7 +428,7 @@ def report(res: dict, ray_res: dict | None) -> None:
     print(f"step time       min {res['step_s_min']:.4f} s, median {res['step_s_median']:.4f} s, "
           f"mean {res['step_s_mean']:.4f} s over {res['steps']} steps after {res['warmup']} warm-up "
           f"(model build {res['build_s']:.1f} s)")
-    extra = f" (weights+LoRA+optimizer after build {res['weights_gib']:.2f} GiB)" if res["weights_gib"] is not None else ""
+    extra = f" (weights + LoRA after build: {res['weights_gib']:.2f} GiB)" if res["weights_gib"] is not None else ""
     print(f"peak memory     {res['peak_mem_gib']:.2f} GiB [{res['peak_mem_kind']}]{extra}")
     if "step_tflop" in res:
         fl = res["flops"]
@@ -436,10 +440,13 @@ def report(res: dict, ray_res: dict | None) -> None:
         print(line)
     print(f"loss            first {res['loss_first']:.4f}, last {res['loss_last']:.4f}  "
           f"(1-min load average at the end {res['loadavg_1m']:.2f} on {os.cpu_count()} cores)")
+    if res["device"].startswith("cpu") and res["loadavg_1m"] > os.cpu_count():
+        print("note            the machine was busy with other processes: CPU timings are contended (see min vs median)")
     if ray_res:
-        plain, ray_med = res["step_s_median"], ray_res["step_s_median"]
-        print(f"ray train       median {ray_med:.4f} s/step (min {ray_res['step_s_min']:.4f}) vs plain {plain:.4f}: "
-              f"{1e3 * (ray_med - plain):+.1f} ms/step ({100 * (ray_med / plain - 1):+.1f}%)")
+        for stat in ("median", "min"):
+            plain, via_ray = res[f"step_s_{stat}"], ray_res[f"step_s_{stat}"]
+            print(f"ray train {stat:<6}{via_ray:.4f} s/step vs plain loop {plain:.4f}: "
+                  f"{1e3 * (via_ray - plain):+.1f} ms/step ({100 * (via_ray / plain - 1):+.1f}%)")
         fixed = ray_res["fit_s"] - ray_res["worker_s"]
         print(f"ray fixed cost  trainer.fit {ray_res['fit_s']:.1f} s = worker {ray_res['worker_s']:.1f} s "
               f"(build {ray_res['build_s']:.1f} s + steps {ray_res['run_s']:.1f} s) + {fixed:.1f} s Ray start-up/teardown; "

@@ -134,6 +134,12 @@ class Runner:
     # ------------------------------------------------------------------------------------------------ the queue
     def pump(self) -> None:
         with self._pump_lock:  # one pump per process at a time; across processes the SQLite claims arbitrate
+            for job in self.store.stopping():
+                try:
+                    self.confirm_stopped(job)
+                except RayUnavailable as exc:
+                    log.warning("Ray unavailable while confirming a stop: %s", exc)
+                    return
             for job in self.store.with_status(IN_PROGRESS):
                 try:
                     self.reconcile(job)
@@ -176,6 +182,15 @@ class Runner:
             self.store.finish(job.id, FAILED, error=failure_from(job, info.message))
         self.wake()  # a slot is free
         return self.store.get(job.id)
+
+    def confirm_stopped(self, job: JobRecord) -> None:
+        """A cancelled job frees its slot once Ray reports its job over (stop again if it is still running)."""
+        info = self._ray_call(self.client.get_job_info, job.ray_job_id) if job.ray_job_id else None
+        if info is None or info.status.is_terminal():
+            self.store.stopped(job.id)
+            self.wake()
+        else:  # idempotent; repeats a stop that an outage swallowed
+            self._ray_call(self.client.stop_job, job.ray_job_id)
 
     def refresh(self, job: JobRecord) -> JobRecord:
         """The record, brought up to date (used by every read)."""

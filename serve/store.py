@@ -3,7 +3,8 @@ replicas sharing the file — can move the queue without double-starting or losi
 
 Statuses: IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELLED (IN_QUEUE → CANCELLED too).
 An IN_PROGRESS record with `submitted_at` NULL has been claimed by a scheduler but its Ray job is not (yet) known
-to have been submitted.
+to have been submitted. A job cancelled while IN_PROGRESS keeps `stop_pending = 1` until Ray reports its job
+finished: until then it still holds its workers, so it still counts against `max_running`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL,
     billing_units INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    result TEXT
+    result TEXT,
+    stop_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -58,6 +60,7 @@ class JobRecord:
     billing_units: int
     error: dict | None  # {"msg": str, "detail": [{loc, msg}]?}
     result: dict | None  # result.json as the job wrote it (COMPLETED only)
+    stop_pending: int  # 1: cancelled while running, and Ray has not yet confirmed the job stopped
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":
@@ -115,6 +118,11 @@ class JobStore:
                               (owner, limit, offset)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
+    def stopping(self) -> list[JobRecord]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE stop_pending = 1 ORDER BY seq").fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
     def with_status(self, status: str) -> list[JobRecord]:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", (status,)).fetchall()
@@ -149,7 +157,8 @@ class JobStore:
     def claim_next(self, max_running: int, ray_job_id_for) -> JobRecord | None:
         """Move the oldest queued job to IN_PROGRESS if fewer than `max_running` jobs are in progress."""
         with self._transaction() as db:
-            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (IN_PROGRESS,)).fetchone()[0]
+            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ? OR stop_pending = 1",
+                                 (IN_PROGRESS,)).fetchone()[0]
             if running >= max_running:
                 return None
             row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (IN_QUEUE,)).fetchone()
@@ -187,8 +196,14 @@ class JobStore:
             if row is None:
                 return None
             if row[0] in ACTIVE:
-                db.execute("UPDATE jobs SET status = ?, updated = ? WHERE id = ?", (CANCELLED, time.time(), job_id))
+                db.execute("UPDATE jobs SET status = ?, stop_pending = ?, updated = ? WHERE id = ?",
+                           (CANCELLED, int(row[0] == IN_PROGRESS), time.time(), job_id))
             return row[0]
+
+    def stopped(self, job_id: str) -> None:
+        """Ray confirmed the cancelled job's end: its slot is free."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET stop_pending = 0, updated = ? WHERE id = ?", (time.time(), job_id))
 
     def _cas(self, job_id: str, from_status: tuple[str, ...], **values) -> bool:
         values["updated"] = time.time()

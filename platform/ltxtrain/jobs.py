@@ -80,6 +80,9 @@ class JobOptions:
     limits: IntakeLimits = field(default_factory=IntakeLimits)
     seed: int = 42
     keep_work: bool = False
+    checkpoint_every: int | None = None  # default: every 10% of the run (at least 100 steps)
+    max_failures: int = 2  # worker-group restarts from the latest checkpoint
+    fail_at_step: int | None = None  # test hook (see TrainConfig)
 
 
 def _init_ray(address: str | None) -> None:
@@ -151,11 +154,13 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         model_dir=model_dir, cache_dir=pre.cache_dir, steps=request.number_of_steps,
         learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
         first_frame_p=recipe.first_frame_p(request), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
-        validation=[it.to_dict() for it in validation.items],
+        validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
+        checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
+        preview_dir=str(work / "previews"), fail_at_step=opts.fail_at_step,
     )
     (out / "metrics.jsonl").unlink(missing_ok=True)
     outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=str(work / "ray_results"),
-                           name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}")
+                           name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}", max_failures=opts.max_failures)
 
     from safetensors.torch import load_file
 
@@ -169,9 +174,16 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         # ones LTX-2's IC-LoRA pipeline reads, plus the explicit spatial name.
         metadata.update(reference_downscale_factor=str(spatial), reference_spatial_scale_factor=str(spatial),
                         reference_temporal_scale_factor=str(temporal))
-    save_lora(str(lora_path), load_file(outcome.adapter_path), rank=request.rank, alpha=float(request.rank),
-              metadata=metadata)
-    write_config(config_path, endpoint=recipe.endpoint, training_type=recipe.training_type,
+    model_file = None
+    if outcome.model_path:  # full fine-tune: the whole transformer, diffusers key names
+        model_path = out / f"{slug}_transformer.safetensors"
+        shutil.move(outcome.model_path, model_path)
+        model_file = OutputFile.from_path(model_path)
+    else:
+        save_lora(str(lora_path), load_file(outcome.adapter_path), rank=request.rank, alpha=float(request.rank),
+                  metadata=metadata)
+    write_config(config_path, endpoint=recipe.endpoint,
+                 training_type=recipe.training_type if request.training_mode == "lora" else "full",
                  trigger_phrase=request.trigger_phrase, rank=request.rank, alpha=float(request.rank),
                  base_model=opts.model, model_family=info.family, lora_targets=targets,
                  request=request.model_dump(),
@@ -195,7 +207,8 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     curve = out / "loss_curve.png"
     loss_curve_png(str(out / "metrics.jsonl"), str(curve))
     result = TrainingResult(
-        lora_file=OutputFile.from_path(lora_path),
+        lora_file=OutputFile.from_path(lora_path) if model_file is None else None,
+        model_file=model_file,
         config_file=OutputFile.from_path(config_path),
         video=video,
         debug_dataset=debug,

@@ -35,6 +35,7 @@ class OutputFile(BaseModel):
 
 class TrainingResult(BaseModel):
     lora_file: OutputFile | None = None
+    model_file: OutputFile | None = None  # training_mode "full": the fine-tuned transformer weights
     config_file: OutputFile | None = None
     video: OutputFile | None = None
     debug_dataset: OutputFile | None = None

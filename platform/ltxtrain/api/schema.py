@@ -67,6 +67,9 @@ class TrainingRequest(_Strict):
     validation_aspect_ratio: AspectRatio = "1:1"
     stg_scale: float = Field(1.0, ge=0.0, le=3.0)
     debug_dataset: bool = False
+    # training-modes.md: "lora" (default) or "full" (every transformer weight trained; needs multi-GPU FSDP at
+    # real sizes). Not one of the hosted products' fields: a platform extension.
+    training_mode: Literal["lora", "full"] = "lora"
 
     @field_validator("number_of_frames", "validation_number_of_frames")
     @classmethod

@@ -28,6 +28,10 @@ class TrainConfig:
     validation: list[dict] = field(default_factory=list)  # ValidationItem dicts
     validation_every: int = 0  # 0: a quarter of the run (previews at 25/50/75/100 %)
     progress: bool = True  # tqdm bar with step, loss and ETA on rank 0
+    training_mode: str = "lora"  # "lora" | "full" (all transformer weights trained)
+    checkpoint_every: int = 0  # 0: no intermediate checkpoints; Ray Train keeps the latest for restarts
+    preview_dir: str | None = None  # rank 0 keeps previews here so a resumed run's reel has all of them
+    fail_at_step: int | None = None  # test hook: the last rank's process exits at this step (first attempt only)
 
     def to_dict(self) -> dict:
         return asdict(self)

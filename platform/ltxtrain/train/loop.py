@@ -126,8 +126,22 @@ class WorkerContext:
     local_rank: int = 0
 
 
-def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None]) -> dict:
-    """Train on this worker; at the end call `report(final_metrics, dir_with_adapter_or_None)` on every rank.
+CHECKPOINT_TRAINABLE = "trainable.safetensors"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"
+CHECKPOINT_STATE = "trainer_state.json"
+MODEL_FILE = "transformer.safetensors"
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """Noise, sigmas and condition draws of (step, rank) depend on nothing else, so a resumed run draws exactly
+    what an uninterrupted one would — no RNG state to checkpoint."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1024 + rank) % (2**63 - 1))
+
+
+def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None],
+               resume_from: str | None = None) -> dict:
+    """Train on this worker. `report(metrics, directory)` is called on every rank for each checkpoint
+    (directory only on rank 0) and once at the end with the adapter (or full weights) and final metrics.
 
     Runs the same with or without Ray (tests call it in-process with the default single-rank context).
     """
@@ -141,11 +155,19 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         torch.cuda.set_device(device)
     bf16 = use_cuda if cfg.mixed_precision is None else cfg.mixed_precision
     grad_ckpt = use_cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    full = cfg.training_mode == "full"
     torch.manual_seed(cfg.seed)  # identical LoRA init on every rank before sharding
 
     transformer = load_components(cfg.model_dir, ["transformer"])["transformer"]
-    transformer.requires_grad_(False)
-    attach_lora(transformer, cfg.rank, cfg.lora_targets)
+    transformer.requires_grad_(full)
+    if not full:
+        attach_lora(transformer, cfg.rank, cfg.lora_targets)
+    state = _read_checkpoint(resume_from)
+    if state:
+        missing = set(state["trainable"]) - set(transformer.state_dict())
+        if missing:
+            raise KeyError(f"checkpoint has weights this model lacks: {sorted(missing)[:5]}")
+        transformer.load_state_dict(state["trainable"], strict=False)
     if grad_ckpt:
         transformer.enable_gradient_checkpointing()
     transformer.to(device).train()
@@ -153,6 +175,14 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    start_step = 0
+    if state:
+        _load_optimizer(transformer, optimizer, state["optimizer"])
+        start_step = state["meta"]["step"]
+        schedule.last_epoch = start_step  # LambdaLR is a pure function of the step count
+        for group, lr in zip(optimizer.param_groups, schedule.get_lr()):
+            group["lr"] = lr
+        schedule._last_lr = [g["lr"] for g in optimizer.param_groups]
 
     cache = LatentCache(cfg.cache_dir)
     manifest = cache.read_manifest()
@@ -160,21 +190,22 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
                          ref_temporal=manifest.reference_temporal)
     sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
     probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + rank)  # per-rank noise and sigmas
 
-    probe_start = probe(transformer, device)
+    probe_start = state["meta"]["probe_start"] if state else probe(transformer, device)
     metrics_file = open(cfg.metrics_path, "a") if (rank == 0 and cfg.metrics_path) else None
     items = [ValidationItem(**v) for v in cfg.validation]
     decoders = _load_decoders(cfg.model_dir, items, device) if (items and rank == 0) else None
     previews = []
-    bar = _progress(cfg) if rank == 0 else None
+    bar = _progress(cfg, start_step) if rank == 0 else None
     started = time.time()
     window: dict[str, float] = {}
     window_n = 0
-    for step in range(cfg.steps):
+    for step in range(start_step, cfg.steps):
+        if cfg.fail_at_step == step and not state and rank == world - 1:
+            os._exit(1)  # test hook: a worker process dies mid-run
         t0 = time.time()
         batch = reader.batch(sampler.indices(step))
-        draw = draw_step(batch, gen, cfg.first_frame_p)
+        draw = draw_step(batch, step_generator(cfg.seed, step, rank), cfg.first_frame_p)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             parts = flow_loss(transformer, batch, draw, device)
             loss = sum(v.mean() for v in parts.values())  # plain sum over modalities, like the reference trainer
@@ -186,12 +217,13 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         for k, v in {"loss": loss, **{f"loss_{m}": x.mean() for m, x in parts.items()}}.items():
             window[k] = window.get(k, 0.0) + v.item()
         window_n += 1
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {"step": step + 1, **{k: all_mean(v / window_n) for k, v in window.items()},
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            row = {"step": done, **{k: all_mean(v / window_n) for k, v in window.items()},
                    "lr": schedule.get_last_lr()[0], "step_time": time.time() - t0, "grad_norm": _scalar(grad_norm),
                    "elapsed": time.time() - started}
             if not math.isfinite(row["loss"]):
-                raise FloatingPointError(f"loss became {row['loss']} at step {step + 1}")
+                raise FloatingPointError(f"loss became {row['loss']} at step {done}")
             window, window_n = {}, 0
             if metrics_file:
                 metrics_file.write(json.dumps(row) + "\n")
@@ -200,14 +232,19 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
         if bar is not None:
             bar.update(1)
-        if items and ((step + 1) % cfg.resolved_validation_every == 0 or step + 1 == cfg.steps):
-            previews += render_previews(transformer, items, cache, step + 1, device, decoders)
+        if items and (done % cfg.resolved_validation_every == 0 or done == cfg.steps):
+            new = render_previews(transformer, items, cache, done, device, decoders)
+            previews += _keep_previews(cfg, new)
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _checkpoint(transformer, optimizer, rank, report,
+                        {"step": done, "probe_start": probe_start}, {"step": done, "checkpoint": True})
 
     if bar is not None:
         bar.close()
     probe_end = probe(transformer, device)
-    state = full_state_dict(transformer)
+    weights = full_state_dict(transformer)
     final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
+             "resumed_from_step": start_step,
              "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
              **{f"probe_{m}_start": v for m, v in probe_start.items()},
              **{f"probe_{m}_end": v for m, v in probe_end.items()}}
@@ -216,13 +253,18 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = None
         if rank == 0:
-            from peft.utils import get_peft_model_state_dict
             from safetensors.torch import save_file
 
-            lora = get_peft_model_state_dict(_unwrap(transformer), state_dict=state)
-            save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
+            if full:
+                save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(tmp, MODEL_FILE))
+            else:
+                from peft.utils import get_peft_model_state_dict
+
+                lora = get_peft_model_state_dict(_unwrap(transformer), state_dict=weights)
+                save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
             with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
                 json.dump(final, fh)
+            previews = _all_previews(cfg, previews)
             if previews:
                 from ..export.reel import write_reel
 
@@ -232,6 +274,73 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     if is_distributed():
         torch.distributed.barrier()
     return final
+
+
+def _checkpoint(model, optimizer, rank: int, report, meta: dict, metrics: dict) -> None:
+    """Collective: gather trainable weights and optimizer state to rank 0, which writes them for `report`."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    weights = {k: v for k, v in full_state_dict(model).items() if k in trainable}
+    optim = get_optimizer_state_dict(model, optimizer,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = None
+        if rank == 0:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(tmp, CHECKPOINT_TRAINABLE))
+            torch.save(optim, os.path.join(tmp, CHECKPOINT_OPTIMIZER))
+            with open(os.path.join(tmp, CHECKPOINT_STATE), "w") as fh:
+                json.dump(meta, fh)
+            directory = tmp
+        report(metrics, directory)
+
+
+def _read_checkpoint(directory: str | None) -> dict | None:
+    if not directory or not os.path.exists(os.path.join(directory, CHECKPOINT_STATE)):
+        return None
+    from safetensors.torch import load_file
+
+    with open(os.path.join(directory, CHECKPOINT_STATE)) as fh:
+        meta = json.load(fh)
+    return {"meta": meta, "trainable": load_file(os.path.join(directory, CHECKPOINT_TRAINABLE)),
+            "optimizer": torch.load(os.path.join(directory, CHECKPOINT_OPTIMIZER), weights_only=False)}
+
+
+def _load_optimizer(model, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def _keep_previews(cfg: TrainConfig, new: list) -> list:
+    """Previews go to disk when a preview dir is set, so a resumed run still has the earlier ones for the reel."""
+    if not cfg.preview_dir or not new:
+        return new
+    import pickle
+
+    os.makedirs(cfg.preview_dir, exist_ok=True)
+    for p in new:
+        path = os.path.join(cfg.preview_dir, f"step{p.step:06d}_{abs(hash(p.prompt)) % 10**8:08d}.pkl")
+        with open(path + ".tmp", "wb") as fh:
+            pickle.dump(p, fh)
+        os.replace(path + ".tmp", path)
+    return []
+
+
+def _all_previews(cfg: TrainConfig, in_memory: list) -> list:
+    if not cfg.preview_dir or not os.path.isdir(cfg.preview_dir):
+        return in_memory
+    import pickle
+
+    out = []
+    for name in sorted(os.listdir(cfg.preview_dir)):
+        if name.endswith(".pkl"):
+            with open(os.path.join(cfg.preview_dir, name), "rb") as fh:
+                out.append(pickle.load(fh))
+    return out
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -244,8 +353,13 @@ def train_loop_per_worker(config: dict) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    run_worker(TrainConfig.from_dict(config),
-               WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()), report)
+    worker = WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts the workers after a failure
+    if checkpoint is None:
+        run_worker(TrainConfig.from_dict(config), worker, report)
+        return
+    with checkpoint.as_directory() as directory:
+        run_worker(TrainConfig.from_dict(config), worker, report, resume_from=directory)
 
 
 def _load_decoders(model_dir: str, items, device) -> dict:
@@ -255,12 +369,12 @@ def _load_decoders(model_dir: str, items, device) -> dict:
     return {k: v.eval() for k, v in load_components(model_dir, names, device=device).items()}
 
 
-def _progress(cfg: TrainConfig):
+def _progress(cfg: TrainConfig, start: int = 0):
     if not cfg.progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=cfg.steps, desc="training", unit="step", mininterval=5.0, dynamic_ncols=False)
+    return tqdm(total=cfg.steps, initial=start, desc="training", unit="step", mininterval=5.0, dynamic_ncols=False)
 
 
 def _scalar(value) -> float | None:
