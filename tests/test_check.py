@@ -160,3 +160,9 @@ def test_missing_request_file_and_unknown_endpoint(capsys, write_request, video_
     assert "not found" in json.loads(capsys.readouterr().out)["errors"][0]["msg"]
     code, out = run_check(capsys, write_request, {"training_data_url": video_zip}, endpoint="nope")
     assert code == 2 and out["errors"][0]["loc"] == ["endpoint"]
+
+
+def test_strict_urls_refuse_local_paths_for_services(capsys, write_request, video_zip):
+    code = main(["check", "t2v", write_request({"training_data_url": video_zip}), "--strict-urls"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and out["errors"][0]["loc"][:2] == ["body", "training_data_url"]

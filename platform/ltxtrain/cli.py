@@ -26,18 +26,30 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
+def _strict(args) -> bool:
+    """Services run jobs with --strict-urls (or LTXTRAIN_STRICT_URLS=1): dataset and validation URLs may not
+    point at loopback, private or link-local addresses, nor at local files."""
+    import os
+
+    return bool(getattr(args, "strict_urls", False)) or os.environ.get("LTXTRAIN_STRICT_URLS") == "1"
+
+
 def cmd_check(args) -> int:
+    from .intake.limits import IntakeLimits
     from .jobs import check
 
-    _emit(check(args.endpoint, _load_request(args.request)))
+    _emit(check(args.endpoint, _load_request(args.request), IntakeLimits(allow_private_addresses=not _strict(args))))
     return 0
 
 
 def cmd_train(args) -> int:
     from .jobs import JobOptions, run_job
 
+    from .intake.limits import IntakeLimits
+
     opts = JobOptions(model=args.model, text_encoder=args.text_encoder, address=args.address,
-                      num_workers=args.workers, seed=args.seed, keep_work=args.keep_work)
+                      num_workers=args.workers, seed=args.seed, keep_work=args.keep_work,
+                      limits=IntakeLimits(allow_private_addresses=not _strict(args)))
     if args.cpu:
         opts.use_gpu = False
     result = run_job(args.endpoint, _load_request(args.request), args.out, opts)
@@ -65,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a request and its whole dataset without training")
     c.add_argument("endpoint", help="t2v | ic-lora/v2v | ic-lora/v2v-masked | av2av-masked")
     c.add_argument("request", help="REQUEST.json")
+    c.add_argument("--strict-urls", action="store_true", help="refuse private/loopback URLs and local paths")
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("train", help="run a whole training job")
@@ -78,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cpu", action="store_true", help="train on CPU even if GPUs exist")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--keep-work", action="store_true", help="keep the extracted dataset")
+    t.add_argument("--strict-urls", action="store_true", help="refuse private/loopback URLs and local paths")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample-data", help="write a synthetic dataset zip (and a matching request)")
