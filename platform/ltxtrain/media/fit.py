@@ -101,6 +101,40 @@ def _origin(vs) -> float:
     return float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
 
 
+def fill_shown_frames(container, vs, times: np.ndarray, out: np.ndarray, fit, fallback_fps: float):
+    """Decode `vs` once and set out[i] = fit(frame on screen at times[i]) for every timestamp reached.
+
+    Frame-rate resampling by duplication/dropping: the frame shown at t is the last one starting at or before t.
+    Decoding stops as soon as the last timestamp is covered. Returns (filled, last_frame, last_time, last_fit)
+    so callers decide what a stream that ends early means (error for clips, freeze-hold for masks).
+    Raises av.FFmpegError for the caller to name the file.
+    """
+    n = len(times)
+    src_fps = float(vs.average_rate or vs.guessed_rate or 0) or None
+    eps = min(1e-3, 0.1 / src_fps) if src_fps else 1e-3  # timestamp rounding (e.g. 1 ms time bases)
+    origin = _origin(vs)
+    if times[0] > 1.0 and vs.time_base:
+        try:  # jump to the keyframe before the first wanted timestamp instead of decoding from the start
+            container.seek(int((times[0] + origin) / vs.time_base), stream=vs, backward=True)
+        except av.FFmpegError:
+            container.seek(0, stream=vs, backward=True)
+    idx, prev, prev_img, prev_t, last_t = 0, None, None, None, None
+    for frame in container.decode(vs):
+        t = frame.time - origin if frame.time is not None else (
+            last_t + 1 / (src_fps or fallback_fps) if last_t is not None else 0.0)
+        last_t = t
+        # Every wanted timestamp before this frame's start is shown by the previous frame.
+        while idx < n and t > times[idx] + eps:
+            if prev_img is None:
+                prev_img = fit(prev if prev is not None else frame)
+            out[idx] = prev_img
+            idx += 1
+        if idx == n:
+            break  # the last needed frame is known: stop decoding
+        prev, prev_img, prev_t = frame, None, t
+    return idx, prev, prev_t, prev_img
+
+
 def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
                    auto_scale: bool = False) -> np.ndarray:
     path = str(path)
@@ -119,28 +153,9 @@ def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"  # frame+slice threads: decoding is the other half of the cost
         src_fps = float(vs.average_rate or vs.guessed_rate or 0) or None
-        eps = min(1e-3, 0.1 / src_fps) if src_fps else 1e-3  # timestamp rounding (e.g. 1 ms time bases)
-        origin = _origin(vs)
         fit = _Fitter(spec, vs.sample_aspect_ratio)
-        if times[0] > 1.0 and vs.time_base:
-            # Jump to the keyframe before the window instead of decoding from the start.
-            container.seek(int((times[0] + origin) / vs.time_base), stream=vs, backward=True)
-
-        idx, prev, prev_img, prev_t, last_t = 0, None, None, None, None
         try:
-            for frame in container.decode(vs):
-                t = frame.time - origin if frame.time is not None else (
-                    last_t + 1 / (src_fps or spec.frame_rate) if last_t is not None else 0.0)
-                last_t = t
-                # Every wanted timestamp before this frame's start is shown by the previous frame.
-                while idx < n and t > times[idx] + eps:
-                    if prev_img is None:
-                        prev_img = fit(prev if prev is not None else frame)
-                    out[idx] = prev_img
-                    idx += 1
-                if idx == n:
-                    break  # the last needed frame is known: stop decoding
-                prev, prev_img, prev_t = frame, None, t
+            idx, prev, prev_t, prev_img = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
         except av.FFmpegError as e:
             raise MediaError(path, f"decoding failed ({e})") from e
         if idx < n:  # stream ended: the last frame stays on screen until its end

@@ -34,7 +34,7 @@ import os
 import av
 import numpy as np
 
-from .fit import FitSpec, crop_box
+from .fit import FitSpec, crop_box, fill_shown_frames
 from .probe import IMAGE_EXTENSIONS, MediaError
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,6 @@ def _frame_gray(frame: av.VideoFrame) -> np.ndarray:
     return np.rot90(g, rot) if rot else g
 
 
-def _origin(vs) -> float:
-    return float(vs.start_time * vs.time_base) if vs.start_time is not None and vs.time_base else 0.0
-
-
 def _fit_video_mask(path: str, clip_size, spec: FitSpec, times: np.ndarray) -> np.ndarray:
     n = len(times)
     out = np.empty((n, spec.height, spec.width), np.float32)
@@ -149,9 +145,6 @@ def _fit_video_mask(path: str, clip_size, spec: FitSpec, times: np.ndarray) -> n
             raise MaskError(path, "mask has no video stream")
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
-        src_fps = float(vs.average_rate or vs.guessed_rate or 0) or None
-        eps = min(1e-3, 0.1 / src_fps) if src_fps else 1e-3  # the same slack decode_and_fit uses
-        origin = _origin(vs)
         geom_key, geom, warned = None, None, False
 
         def fit(frame: av.VideoFrame) -> np.ndarray:
@@ -165,26 +158,8 @@ def _fit_video_mask(path: str, clip_size, spec: FitSpec, times: np.ndarray) -> n
                     warned = True
             return geom(g).astype(np.float32) * np.float32(1 / 765)
 
-        if times[0] > 1.0 and vs.time_base:
-            try:  # jump to the keyframe before the first wanted timestamp
-                container.seek(int((times[0] + origin) / vs.time_base), stream=vs, backward=True)
-            except av.FFmpegError:
-                container.seek(0, stream=vs, backward=True)
-        idx, prev, prev_img, last_t = 0, None, None, None
         try:
-            for frame in container.decode(vs):
-                t = frame.time - origin if frame.time is not None else (
-                    last_t + 1 / (src_fps or spec.frame_rate) if last_t is not None else 0.0)
-                last_t = t
-                # Every wanted timestamp before this frame's start shows the previous frame.
-                while idx < n and t > times[idx] + eps:
-                    if prev_img is None:
-                        prev_img = fit(prev if prev is not None else frame)
-                    out[idx] = prev_img
-                    idx += 1
-                if idx == n:
-                    break  # longer mask: the rest is never decoded
-                prev, prev_img = frame, None
+            idx, prev, _, prev_img = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
         except av.FFmpegError as e:
             raise MaskError(path, f"decoding the mask failed ({e})") from e
         if idx < n:  # shorter mask: freeze-hold the last frame

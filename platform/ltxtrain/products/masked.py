@@ -43,30 +43,26 @@ class AudioMaskedRequest(MaskedRequest):
 
 _FIXED_REFERENCE = ReferenceVideo(spatial_field=None, temporal_field=None)  # same size and rate as the target
 
-V2V_MASKED = Recipe(
-    endpoint="ic-lora/v2v-masked",
-    request_model=MaskedRequest,
-    roles=TRIPLET_ROLES,
-    media_kinds=("video",),
-    role_kinds={"mask": ("video", "image")},
-    captions_required=lambda r: False,
-    conditions=(_FIXED_REFERENCE, VideoMask()),
-    lora_targets=lambda r, audio: list(VIDEO_TARGETS),
-    training_type="ic-lora-masked",
-    matched_roles=("reference",),
-    scene_splitting=False,
-)
 
-AV2AV_MASKED = Recipe(
-    endpoint="av2av-masked",
-    request_model=AudioMaskedRequest,
-    roles=TRIPLET_ROLES,
-    media_kinds=("video",),
-    role_kinds={"mask": ("video", "image")},
-    captions_required=lambda r: False,
-    conditions=(_FIXED_REFERENCE, VideoMask(), AudioReference()),
-    lora_targets=lambda r, audio: VIDEO_TARGETS + AUDIO_TARGETS + CROSS_MODAL_TARGETS,
-    training_type="av2av-masked",
-    matched_roles=("reference",),
-    scene_splitting=False,
-)
+
+def _triplet_recipe(endpoint: str, request_model, conditions: tuple, targets: list[str], training_type: str) -> Recipe:
+    return Recipe(
+        endpoint=endpoint,
+        request_model=request_model,
+        roles=TRIPLET_ROLES,
+        media_kinds=("video",),
+        role_kinds={"mask": ("video", "image")},
+        captions_required=lambda r: False,
+        conditions=conditions,
+        lora_targets=lambda r, audio: list(targets),
+        training_type=training_type,
+        matched_roles=("reference",),
+        scene_splitting=False,
+    )
+
+
+V2V_MASKED = _triplet_recipe("ic-lora/v2v-masked", MaskedRequest, (_FIXED_REFERENCE, VideoMask()),
+                             VIDEO_TARGETS, "ic-lora-masked")
+AV2AV_MASKED = _triplet_recipe("av2av-masked", AudioMaskedRequest,
+                               (_FIXED_REFERENCE, VideoMask(), AudioReference()),
+                               VIDEO_TARGETS + AUDIO_TARGETS + CROSS_MODAL_TARGETS, "av2av-masked")
