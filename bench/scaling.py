@@ -2,8 +2,11 @@
 
 Preprocessing: `ltxtrain.encode.pipeline.preprocess` (Ray Data: plan -> decode+fit tasks -> text and video VAE actor
 pools -> latent cache) on generated clips with the tiny model, into a fresh cache for each worker count; "workers"
-is the size of the encoder actor pools (`encoder_actors`; one GPU each on a GPU machine). Every run is timed whole:
-the actors' model loading is part of what a job pays. A one-clip run first starts Ray's worker processes (cold).
+is the size of the encoder actor pools (`encoder_actors`; one GPU each on a GPU machine). Every run is timed whole
+(planning/probing, caption encoding, decode+fit, VAE encoding, cache writes): the actors' model loading is part of
+what a job pays. A one-clip run first starts Ray's worker processes (cold). On CPU, Ray Data fuses the decode map into
+the encoder actor operator (both ask for 1 CPU), so clips are decoded inside the actors: decode parallelism equals
+the actor count there; on GPU (actors ask for a GPU and 0 CPUs) decode runs in separate CPU tasks.
 
 Training: `ltxtrain.train.run.run_training` (Ray Train TorchTrainer, `train_loop_per_worker`: FSDP2 `fully_shard` per
 block when there are 2+ workers, LoRA, `flow_loss`, AdamW) on the latent cache from the first preprocessing run, with
@@ -145,14 +148,21 @@ def main(argv=None) -> None:
         train_cache = None
         counts = args.worker_counts if not args.skip_preprocess else args.worker_counts[:1]
         for n in counts:
+            if use_gpu and n > gpus:
+                print(f"preprocess  {n} encoder actors: skipped, only {gpus} GPU(s)")
+                continue
             cache = os.path.join(work, f"cache_{n}")
             elapsed = run_preprocess(samples, args, model_dir, cache, n, use_gpu)
             train_cache = train_cache or cache
             row = {"workers": n, "clips_per_s": len(samples) / elapsed, "seconds": elapsed}
-            results["preprocess"].append(row)
             if not args.skip_preprocess:
+                results["preprocess"].append(row)
                 print(f"preprocess  {n} encoder actor(s){' (1 GPU each)' if use_gpu else ''}: "
-                      f"{row['clips_per_s']:6.2f} clips/s ({elapsed:.1f} s for {len(samples)} clips, actor start included)")
+                      f"{row['clips_per_s']:6.2f} clips/s ({elapsed:.1f} s for {len(samples)} clips, "
+                      f"actor start included)")
+        if train_cache is None:
+            train_cache = os.path.join(work, "cache_train")
+            run_preprocess(samples, args, model_dir, train_cache, 1, use_gpu)
         if not args.skip_train:
             for n in args.worker_counts:
                 if use_gpu and n > gpus:
@@ -167,6 +177,9 @@ def main(argv=None) -> None:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     results["loadavg_1m"] = os.getloadavg()[0]
+    if not use_gpu and results["loadavg_1m"] > os.cpu_count():
+        print(f"note        1-min load average {results['loadavg_1m']:.1f} on {os.cpu_count()} cores: other "
+              f"processes were running, CPU figures are contended")
     print("RESULT " + json.dumps(results))
 
 

@@ -60,7 +60,8 @@ REAL_MODELS = {"full-2.3": "ltx-2.3", "full-2.0": "ltx-2.0"}
 # ---------------------------------------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny", help="tiny | full-2.3 | full-2.0 | PATH (diffusers folder or .safetensors)")
+    ap.add_argument("--model", default="tiny",
+                    help="tiny | full-2.3 | full-2.0 | PATH (diffusers folder or .safetensors)")
     ap.add_argument("--layers", type=int, default=None, help="override num_layers (full-* only)")
     ap.add_argument("--mode", choices=("lora", "full"), default="lora")
     ap.add_argument("--rank", type=int, default=32)
@@ -84,6 +85,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator peak dense bf16 TFLOP/s (MFU)")
     ap.add_argument("--compare-ray", action="store_true",
                     help="also run the same steps through Ray Train (TorchTrainer, 1 worker) and print the overhead")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="no training: count the step's FLOPs (full-*: on the meta device, no memory, no GPU) and "
+                         "print the MFU that --target-step-s would mean")
+    ap.add_argument("--target-step-s", type=float, default=1.5, help="with --flops-only (issue 8: 1.5 s on one H100)")
     ap.add_argument("--json", action="store_true", help="print only one JSON object")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -131,8 +136,9 @@ def build_real_transformer(family: str, layers: int | None, dtype: torch.dtype, 
     with torch.device("meta"):
         model = LTX2VideoTransformer3DModel.from_config(cfg)
     model = model.to(dtype)  # still meta: free; to_empty then allocates directly in `dtype` on `device`
-    model.to_empty(device=device)
-    cheap_init(model, seed)
+    if device.type != "meta":  # meta: shapes only (--flops-only)
+        model.to_empty(device=device)
+        cheap_init(model, seed)
     return model
 
 
@@ -247,7 +253,8 @@ def count_flops(transformer, batch, device, autocast: bool) -> dict:
             handles.append(m.register_forward_hook(attn_hook, with_kwargs=True))
     try:
         draw = draw_step(batch, torch.Generator().manual_seed(1), 0.0)
-        with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        amp = device.type if device.type in ("cuda", "cpu") else "cpu"  # meta: shapes only, autocast off
+        with torch.enable_grad(), torch.autocast(amp, dtype=torch.bfloat16, enabled=autocast):
             out = flow_loss(transformer, batch, draw, device)  # graph dropped unused: no backward
         del out
     finally:
@@ -320,8 +327,9 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
     run_s = time.perf_counter() - run_start
     peak, peak_kind = peak_memory_gib(device)
     n_params = sum(p.numel() for p in transformer.parameters())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     res = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": name,
         "model": opts["model"], "layers": cfg.num_layers, "dtype": str(resolve_dtype(opts)).removeprefix("torch."),
         "mode": opts["mode"], "rank": opts["rank"] if opts["mode"] == "lora" else None, "targets": opts["targets"],
         "geometry": f"{opts['width']}x{opts['height']}x{opts['frames']}@{opts['fps']:g}", **geo,
@@ -343,6 +351,25 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def flops_only(opts: dict) -> dict:
+    """Tokens, parameters and step FLOPs without running a step: full-* models stay on the meta device."""
+    device = torch.device("meta") if opts["model"] in REAL_MODELS else torch.device("cpu")
+    transformer = load_transformer(opts, device)
+    params = prepare_training(transformer, opts, device)
+    cfg = transformer.config
+    geo = geometry(opts, cfg)
+    autocast = device.type == "cpu" and resolve_dtype(opts) == torch.bfloat16
+    fl = count_flops(transformer, make_batch(opts, cfg, geo), device, autocast)
+    # recomputed forward under gradient checkpointing: every block's forward runs twice
+    return {"model": opts["model"], "layers": cfg.num_layers, "mode": opts["mode"], "grad_ckpt": opts["grad_ckpt"],
+            "geometry": f"{opts['width']}x{opts['height']}x{opts['frames']}@{opts['fps']:g}", **geo,
+            "params": sum(p.numel() for p in transformer.parameters()),
+            "trainable_params": sum(p.numel() for p in params), "flops": fl, "step_tflop": fl["step"] / 1e12,
+            "target_step_s": opts["target_step_s"], "peak_tflops": opts["peak_tflops"],
+            "mfu_at_target": fl["step"] / opts["target_step_s"] / (opts["peak_tflops"] * 1e12),
+            "hfu_at_target_with_ckpt": (fl["step"] + fl["fwd"]) / opts["target_step_s"] / (opts["peak_tflops"] * 1e12)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -432,8 +459,9 @@ def report(res: dict, ray_res: dict | None) -> None:
     print(f"peak memory     {res['peak_mem_gib']:.2f} GiB [{res['peak_mem_kind']}]{extra}")
     if "step_tflop" in res:
         fl = res["flops"]
-        line = (f"FLOPs/step      {_si(fl['step'])}FLOP = fwd {_si(fl['fwd'])}(frozen linear {_si(fl['fwd_linear_frozen'])}, "
-                f"trainable linear {_si(fl['fwd_linear_train'])}, attention {_si(fl['fwd_attn'])}) + bwd {_si(fl['bwd'])}; "
+        line = (f"FLOPs/step      {_si(fl['step'])}FLOP = fwd {_si(fl['fwd'])}(frozen linear "
+                f"{_si(fl['fwd_linear_frozen'])}, trainable linear {_si(fl['fwd_linear_train'])}, attention "
+                f"{_si(fl['fwd_attn'])}) + bwd {_si(fl['bwd'])}; "
                 f"{_si(fl['step'] / res['step_s_median'])}FLOP/s")
         if "mfu" in res:
             line += f"; MFU {100 * res['mfu']:.1f}% of {res['peak_tflops']:g}"
@@ -441,7 +469,8 @@ def report(res: dict, ray_res: dict | None) -> None:
     print(f"loss            first {res['loss_first']:.4f}, last {res['loss_last']:.4f}  "
           f"(1-min load average at the end {res['loadavg_1m']:.2f} on {os.cpu_count()} cores)")
     if res["device"].startswith("cpu") and res["loadavg_1m"] > os.cpu_count():
-        print("note            the machine was busy with other processes: CPU timings are contended (see min vs median)")
+        print("note            the machine was busy with other processes: CPU timings are contended "
+              "(see min vs median)")
     if ray_res:
         for stat in ("median", "min"):
             plain, via_ray = res[f"step_s_{stat}"], ray_res[f"step_s_{stat}"]
@@ -449,7 +478,8 @@ def report(res: dict, ray_res: dict | None) -> None:
                   f"{1e3 * (via_ray - plain):+.1f} ms/step ({100 * (via_ray / plain - 1):+.1f}%)")
         fixed = ray_res["fit_s"] - ray_res["worker_s"]
         print(f"ray fixed cost  trainer.fit {ray_res['fit_s']:.1f} s = worker {ray_res['worker_s']:.1f} s "
-              f"(build {ray_res['build_s']:.1f} s + steps {ray_res['run_s']:.1f} s) + {fixed:.1f} s Ray start-up/teardown; "
+              f"(build {ray_res['build_s']:.1f} s + steps {ray_res['run_s']:.1f} s) + {fixed:.1f} s Ray "
+              f"start-up/teardown; "
               f"plain loop: build {res['build_s']:.1f} s + steps {res['run_s']:.1f} s; "
               f"worker peak memory {ray_res['peak_mem_gib']:.2f} GiB")
 
@@ -462,6 +492,19 @@ def main(argv=None) -> None:
 
     dlogging.set_verbosity_error()
     opts = vars(args)
+    if args.flops_only:
+        r = flops_only(opts)
+        if not args.json:
+            fl = r["flops"]
+            print(f"{r['model']} ({r['layers']} layers, {r['params'] / 1e9:.3f} B params, trainable "
+                  f"{r['trainable_params'] / 1e6:.2f} M) at {r['geometry']}: video sequence {r['sequence_video']} "
+                  f"(reference {r['reference_tokens']}), audio {r['audio_tokens']}, text {r['text_tokens']} tokens")
+            print(f"FLOPs/step {_si(fl['step'])}FLOP = fwd {_si(fl['fwd'])}(frozen linear {_si(fl['fwd_linear_frozen'])}, "
+                  f"trainable linear {_si(fl['fwd_linear_train'])}, attention {_si(fl['fwd_attn'])}) + bwd {_si(fl['bwd'])}")
+            print(f"at {r['target_step_s']:g} s/step: MFU {100 * r['mfu_at_target']:.1f}% of {r['peak_tflops']:g} TFLOP/s "
+                  f"({100 * r['hfu_at_target_with_ckpt']:.1f}% counting the forward recomputed under --grad-ckpt)")
+        print(("" if args.json else "RESULT ") + json.dumps(r))
+        return
     try:
         res = run_bench(opts)
     except torch.OutOfMemoryError as exc:

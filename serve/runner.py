@@ -29,7 +29,7 @@ from .store import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobRecor
 log = logging.getLogger("ltxtrain.serve")
 
 CLAIM_GRACE_S = 120.0  # a claim older than this with no recorded submission is considered lost and re-queued
-ENTRYPOINT = "serve/train_job.py"
+ENTRYPOINT = "jobs/train.py"  # the library CLI's `train`; --strict-urls keeps user URLs public
 
 
 def ray_job_id_for(job_id: str) -> str:
@@ -209,7 +209,7 @@ class Runner:
     def cancel(self, job: JobRecord) -> JobRecord:
         previous = self.store.cancel(job.id)
         if previous == IN_PROGRESS:
-            self._stop_ray_job(job)
+            self._stop_ray_job(self.store.get(job.id))  # fresh: it may have been claimed since `job` was read
         self.wake()
         return self.store.get(job.id)
 

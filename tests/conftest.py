@@ -54,9 +54,14 @@ def ray_cluster(ltx_home, tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), os.environ.get("PYTHONPATH", "")])}
     for attempt in range(3):  # a randomly picked internal port can collide with another Ray on this machine
         port, dash = _free_port(), _free_port()
+        # every fixed default port (the dashboard agent's 52365 above all) gets a free one, so sessions running
+        # side by side on one machine do not steal each other's agents
+        extra = [f"--{flag}={_free_port()}" for flag in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=2",
                "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-               f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+               f"--temp-dir={temp_dir}", "--disable-usage-stats", *extra]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         if proc.returncode == 0:
             break

@@ -174,6 +174,21 @@ def test_service_refuses_local_and_private_dataset_urls_unless_allowed(ray_clust
         assert "--strict-urls" not in Runner(make_config(ray_cluster, tmp_path / "b"), runner.store).entrypoint(job)
 
 
+@pytest.mark.parametrize("url", ["LOCAL", "http://localhost:9/clips.zip"])
+def test_strict_job_entrypoint_refuses_local_and_loopback_urls(datasets, tmp_path, url):
+    url = datasets["t2v"] if url == "LOCAL" else url
+    req = tmp_path / "request.json"
+    req.write_text(json.dumps({"training_data_url": url, **SMALL}))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "jobs/train.py", "t2v", str(req), "--out", str(out), "--cpu",
+                           "--strict-urls"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["accepted"] is False and result["billing_units"] == 0
+    assert result["errors"][0]["loc"] == ["body", "training_data_url"]
+    assert "local paths are not accepted" in result["errors"][0]["msg"] or "refused" in result["errors"][0]["msg"]
+
+
 # ------------------------------------------------------------------------------------------------ round trips
 def test_submit_answers_202_with_urls(submitted):
     s = submitted["t2v"]
@@ -358,7 +373,6 @@ def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp
                       key=lambda j: j.start_time)
         assert {j.status.value for j in ours} <= {"STOPPED"}, [(j.submission_id, j.status) for j in ours]
         assert ours, "the job that started never reached Ray"
-        print("RAY JOBS", [(j.submission_id, j.start_time, j.end_time) for j in ours])
         for earlier, later in zip(ours, ours[1:]):
             assert earlier.end_time <= later.start_time
 

@@ -41,6 +41,8 @@ def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = I
     recipe = get_recipe(endpoint)
     request = recipe.parse(payload)
     os.makedirs(work_dir, exist_ok=True)
+    # a re-run of the same job (resume) re-extracts: the scratch copy of the archive is ours to replace
+    shutil.rmtree(os.path.join(work_dir, "data"), ignore_errors=True)
     archive = fetch(request.training_data_url, os.path.join(work_dir, "dataset.zip"), limits)
     data_dir = os.path.join(work_dir, "data")
     files = extract_archive(archive, data_dir, limits)
