@@ -129,6 +129,7 @@ def main(argv=None) -> None:
     from ltxtrain.models.bundle import resolve_model
 
     model_dir = resolve_model(args.model, str(default_home() / "models"))
+    load_before = os.getloadavg()[0]  # other processes' load, before our own Ray workers add to it
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines and the `concurrency` notice
@@ -176,9 +177,9 @@ def main(argv=None) -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    results["loadavg_1m"] = os.getloadavg()[0]
-    if not use_gpu and results["loadavg_1m"] > os.cpu_count():
-        print(f"note        1-min load average {results['loadavg_1m']:.1f} on {os.cpu_count()} cores: other "
+    results["loadavg_1m_before"] = load_before
+    if not use_gpu and load_before > 1.0:
+        print(f"note        1-min load average {load_before:.1f} on {os.cpu_count()} cores before Ray started: other "
               f"processes were running, CPU figures are contended")
     print("RESULT " + json.dumps(results))
 

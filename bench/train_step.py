@@ -27,6 +27,8 @@ Examples (CPU):
   PYTHONPATH=platform python bench/train_step.py --model tiny
   PYTHONPATH=platform python bench/train_step.py --model full-2.3 --layers 1 --width 256 --height 256 --frames 9 \\
       --text-tokens 128 --steps 3 --warmup 1
+No GPU needed, the FLOPs of the full-size step and the MFU a target step time means:
+  PYTHONPATH=platform python bench/train_step.py --model full-2.3 --flops-only [--ic-lora]
 GPU (one H100), the issue-8 figures:
   python bench/train_step.py --model full-2.3 --grad-ckpt                 # t2v LoRA r32 768x448x89
   python bench/train_step.py --model full-2.3 --grad-ckpt --ic-lora       # + same-size reference
@@ -150,7 +152,7 @@ def load_transformer(opts: dict, device: torch.device):
     from ltxtrain.models.bundle import load_components, resolve_model
 
     model_dir = resolve_model(opts["model"], str(default_home() / "models"))
-    # straight to the device in the final dtype (the library's worker loads fp32 on CPU first: see the README)
+    # straight to the device in the final dtype (run_worker instead loads fp32 on the CPU, then moves it)
     return load_components(model_dir, ["transformer"], dtype=dtype, device=device)["transformer"]
 
 
@@ -468,7 +470,7 @@ def report(res: dict, ray_res: dict | None) -> None:
         print(line)
     print(f"loss            first {res['loss_first']:.4f}, last {res['loss_last']:.4f}  "
           f"(1-min load average at the end {res['loadavg_1m']:.2f} on {os.cpu_count()} cores)")
-    if res["device"].startswith("cpu") and res["loadavg_1m"] > os.cpu_count():
+    if res["device"].startswith("cpu") and res["loadavg_1m"] > os.cpu_count() + 1:  # our own threads count too
         print("note            the machine was busy with other processes: CPU timings are contended "
               "(see min vs median)")
     if ray_res:
@@ -499,10 +501,12 @@ def main(argv=None) -> None:
             print(f"{r['model']} ({r['layers']} layers, {r['params'] / 1e9:.3f} B params, trainable "
                   f"{r['trainable_params'] / 1e6:.2f} M) at {r['geometry']}: video sequence {r['sequence_video']} "
                   f"(reference {r['reference_tokens']}), audio {r['audio_tokens']}, text {r['text_tokens']} tokens")
-            print(f"FLOPs/step {_si(fl['step'])}FLOP = fwd {_si(fl['fwd'])}(frozen linear {_si(fl['fwd_linear_frozen'])}, "
-                  f"trainable linear {_si(fl['fwd_linear_train'])}, attention {_si(fl['fwd_attn'])}) + bwd {_si(fl['bwd'])}")
-            print(f"at {r['target_step_s']:g} s/step: MFU {100 * r['mfu_at_target']:.1f}% of {r['peak_tflops']:g} TFLOP/s "
-                  f"({100 * r['hfu_at_target_with_ckpt']:.1f}% counting the forward recomputed under --grad-ckpt)")
+            print(f"FLOPs/step {_si(fl['step'])}FLOP = fwd {_si(fl['fwd'])}(frozen linear "
+                  f"{_si(fl['fwd_linear_frozen'])}, trainable linear {_si(fl['fwd_linear_train'])}, attention "
+                  f"{_si(fl['fwd_attn'])}) + bwd {_si(fl['bwd'])}")
+            print(f"at {r['target_step_s']:g} s/step: MFU {100 * r['mfu_at_target']:.1f}% of {r['peak_tflops']:g} "
+                  f"TFLOP/s ({100 * r['hfu_at_target_with_ckpt']:.1f}% counting the forward recomputed under "
+                  f"--grad-ckpt)")
         print(("" if args.json else "RESULT ") + json.dumps(r))
         return
     try:

@@ -158,7 +158,10 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     full = cfg.training_mode == "full"
     torch.manual_seed(cfg.seed)  # identical LoRA init on every rank before sharding
 
-    transformer = load_components(cfg.model_dir, ["transformer"])["transformer"]
+    # One GPU and LoRA: frozen base in bf16 (PEFT keeps the adapters in fp32), so a 22B model fits one 80 GB card.
+    # Sharded runs keep fp32 masters: FSDP2 groups want one dtype, and each rank holds only 1/world of them.
+    load_dtype = torch.bfloat16 if (use_cuda and world == 1 and not full) else torch.float32
+    transformer = load_components(cfg.model_dir, ["transformer"], dtype=load_dtype)["transformer"]
     transformer.requires_grad_(full)
     if not full:
         attach_lora(transformer, cfg.rank, cfg.lora_targets)
