@@ -19,6 +19,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,6 +421,15 @@ def test_page_renders_in_headless_chromium(client, finished_t2v, tmp_path):
     page = tmp_path / "jobs.html"
     page.write_text(client.get("/", headers=ALICE).text)
     shot = tmp_path / "jobs.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1200,600", page.as_uri()], check=True, capture_output=True, timeout=120)
+    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,600", page.as_uri()], check=True,
+                   capture_output=True, timeout=120)
     assert shot.stat().st_size > 1000
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 5  # something was drawn, not a blank page
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert finished_t2v in dom and "COMPLETED" in dom  # the rendered list shows the finished job
