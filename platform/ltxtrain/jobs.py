@@ -226,6 +226,11 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         metrics=outcome.metrics,
     )
     (out / "result.json").write_text(result.model_dump_json(indent=2))
+    # A finished job drops its restart state (checkpoints, stored previews), so running it again starts afresh;
+    # a crashed one keeps them and a re-run resumes. The latent cache stays: re-runs skip preprocessing.
+    shutil.rmtree(work / "ray_results", ignore_errors=True)
+    shutil.rmtree(work / "previews", ignore_errors=True)
+    shutil.rmtree(work / "train", ignore_errors=True)
     if not opts.keep_work:
         shutil.rmtree(work / "data", ignore_errors=True)
         (work / "dataset.zip").unlink(missing_ok=True)
