@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 import torch
 

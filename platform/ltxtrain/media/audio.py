@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .fit import FitSpec, TimeWindow
-from .probe import MediaError, probe
+from .probe import MediaError, open_container, probe
 
 _MARGIN = 0.05  # seconds decoded either side of the span, so the resampler's edges fall outside it
 _SEEK_PREROLL = 0.5  # seek this far before the span: AAC and friends need the previous frame to decode cleanly
@@ -96,11 +96,7 @@ def load_audio(path, start: float, end: float, sample_rate: int) -> np.ndarray:
     if not end >= start:
         raise ValueError(f"end ({end}) must not be before start ({start})")
     n_out = int(round((end - start) * sample_rate))
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise MediaError(path, f"unreadable or corrupt media ({e})") from e
-    with container:
+    with open_container(path) as container:
         if not container.streams.audio:
             raise AudioMissing(path)
         stream = container.streams.audio[0]

@@ -13,7 +13,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from .probe import MediaError, probe
+from .probe import MediaError, open_container, probe
 
 # swscale bicubic widens its kernel when downscaling (no aliasing). FULL_CHR_H_INT: without it swscale's
 # scaling path darkens by ~2 levels (measured on flat gray frames); same speed.
@@ -143,11 +143,7 @@ def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
     times = frame_times(window, spec, auto_scale)  # raises ClipTooShort before any decoding
     n = len(times)
     out = np.empty((n, spec.height, spec.width, 3), np.uint8)
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError) as e:
-        raise MediaError(path, f"unreadable or corrupt media ({e})") from e
-    with container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         vs = container.streams.video[0]

@@ -35,7 +35,7 @@ import av
 import numpy as np
 
 from .fit import FitSpec, crop_box, fill_shown_frames
-from .probe import IMAGE_EXTENSIONS, MediaError
+from .probe import IMAGE_EXTENSIONS, MediaError, open_container
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,7 @@ def _frame_gray(frame: av.VideoFrame) -> np.ndarray:
 def _fit_video_mask(path: str, clip_size, spec: FitSpec, times: np.ndarray) -> np.ndarray:
     n = len(times)
     out = np.empty((n, spec.height, spec.width), np.float32)
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise MaskError(path, f"unreadable or corrupt mask video ({e})") from e
-    with container:
+    with open_container(path, MaskError, "mask video") as container:
         if not container.streams.video:
             raise MaskError(path, "mask has no video stream")
         vs = container.streams.video[0]
@@ -267,11 +263,7 @@ def clip_display_size(path: str) -> tuple[int, int]:
                 return ImageOps.exif_transpose(im).size
         except Exception as e:
             raise MediaError(path, f"unreadable image ({e})") from e
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise MediaError(path, f"unreadable or corrupt media ({e})") from e
-    with container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         vs = container.streams.video[0]

@@ -65,12 +65,16 @@ def _probe_image(path: str) -> MediaInfo:
     return MediaInfo(path, "image", w, h, None, 1, 0.0, False, None, None)
 
 
-def _probe_video(path: str) -> MediaInfo:
+def open_container(path: str, error: type = None, what: str = "media"):
+    """av.open, with any failure turned into a MediaError (or `error`, a subclass) naming the file."""
     try:
-        container = av.open(path)
+        return av.open(path)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise MediaError(path, f"unreadable or corrupt media ({e})") from e
-    with container:
+        raise (error or MediaError)(path, f"unreadable or corrupt {what} ({e})") from e
+
+
+def _probe_video(path: str) -> MediaInfo:
+    with open_container(path) as container:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         vs = container.streams.video[0]

@@ -12,7 +12,7 @@ from fractions import Fraction
 import av
 
 from .fit import TimeWindow
-from .probe import MediaError, MediaInfo, probe
+from .probe import MediaError, MediaInfo, open_container, probe
 
 _DETECT_WIDTH = 256  # PySceneDetect's own auto-downscale target width
 
@@ -25,11 +25,7 @@ def detect_scenes(path: str, threshold: float = 27.0, min_scene_len: float = 0.5
     duration = probe(path).duration
     detector = ContentDetector(threshold=threshold, min_scene_len=float(min_scene_len))
     cuts: list[float] = []
-    try:
-        container = av.open(path)
-    except (av.FFmpegError, OSError) as e:
-        raise MediaError(path, f"unreadable or corrupt media ({e})") from e
-    with container:
+    with open_container(path) as container:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)

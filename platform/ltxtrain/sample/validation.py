@@ -207,7 +207,7 @@ def encode_validation_conditions(model_dir: str, cache_dir: str, item: dict, med
 def render_previews(transformer, items: list[ValidationItem], cache: LatentCache, step: int, device,
                     decoders: dict | None) -> list:
     """Sample every item on this worker; return `Preview`s when `decoders` (rank 0), else []."""
-    from ..conditioning.tokens import Reference, TextContext, first_frame_mask, kept_mask
+    from ..conditioning.tokens import Reference, first_frame_mask, kept_mask
     from ..export.reel import Preview
     from .decode import decode_audio, decode_video
     from .sampler import Guidance, default_stg_blocks, sample_latents
