@@ -107,6 +107,13 @@ class LatentCache:
         (1 = regenerate) and "ref_audio" [Lr, Ca] when present."""
         return load_file(str(self.video_path(sample_id)))
 
+    def video_shapes(self, sample_id: str) -> dict[str, list[int]]:
+        """Tensor shapes of a sample file from its header alone (no tensor data is read)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.video_path(sample_id)), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
     def load_text(self, text_id: str) -> dict[str, torch.Tensor]:
         return load_file(str(self.text_path(text_id)))
 

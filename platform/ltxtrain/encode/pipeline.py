@@ -188,16 +188,16 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
                         audio=cfg.audio, reference_audio=cfg.reference_audio,
                         skipped=[s.to_json() for s in diag.skipped])
     for r in keep:
-        tensors = cache.load_video(r["id"])
-        ref, audio, mask = tensors.get("reference"), tensors.get("audio"), tensors.get("mask")
+        shapes = cache.video_shapes(r["id"])  # header only: the latents stay on disk
+        mask_fraction = None
+        if "mask" in shapes:
+            mask_fraction = float(cache.load_video(r["id"])["mask"].float().mean())
         manifest.samples.append(CachedSample(
             id=r["id"], name=r["name"], caption=r["caption"], text_id=r["text_id"],
-            latent_shape=list(tensors["latents"].shape), num_frames=cfg.fit_spec(r["kind"]).num_frames,
-            fps=float(cfg.frame_rate), reference_shape=list(ref.shape) if ref is not None else None,
-            audio_shape=list(audio.shape) if audio is not None else None,
-            regenerate_fraction=float(mask.float().mean()) if mask is not None else None,
-            source={k: r[k] for k in ("path", "ref_path", "mask_path", "kind", "start", "end", "mask", "mask_shape")
-                    if k != "mask"},
+            latent_shape=shapes["latents"], num_frames=cfg.fit_spec(r["kind"]).num_frames,
+            fps=float(cfg.frame_rate), reference_shape=shapes.get("reference"), audio_shape=shapes.get("audio"),
+            regenerate_fraction=mask_fraction,
+            source={k: r[k] for k in ("path", "ref_path", "mask_path", "kind", "start", "end")},
         ))
     cache.write_manifest(manifest)
     return manifest
