@@ -90,6 +90,30 @@ def reference_coords(rope, ref: Reference, fps: float, device) -> torch.Tensor:
     return coords
 
 
+def _noised(x0: torch.Tensor, sigma: torch.Tensor, noise, noisy, who: str):
+    """(x_t, velocity target): training builds x_t = (1 - s) x0 + s noise and v = noise - x0; sampling passes
+    its current state as `noisy` and has no target."""
+    if noisy is not None:
+        return noisy.float(), None
+    if noise is None:
+        raise ValueError(f"{who} needs `noise` (training) or `noisy` (sampling)")
+    return (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise, noise - x0
+
+
+def _append_clean(seq: dict, ref: torch.Tensor, ref_coords: torch.Tensor) -> dict:
+    """Append clean conditioning tokens (reference video or audio): sigma 0, conditioning mask 1, zero target."""
+    b, n_ref = ref.shape[:2]
+    device = ref.device
+    return {
+        "hidden": torch.cat([seq["hidden"], ref], 1),
+        "sigma_tok": torch.cat([seq["sigma_tok"], torch.zeros(b, n_ref, device=device)], 1),
+        "coords": torch.cat([seq["coords"], ref_coords], 2),
+        "cond": torch.cat([seq["cond"], torch.ones(b, n_ref, device=device)], 1),
+        "clean": torch.cat([seq["clean"], ref], 1),
+        "target": None if seq["target"] is None else torch.cat([seq["target"], torch.zeros_like(ref)], 1),
+    }
+
+
 def video_tokens(
     rope,
     clean_latents: torch.Tensor,
@@ -113,27 +137,16 @@ def video_tokens(
     cond = torch.zeros(b, s) if cond is None else cond.float()
     cond = cond.to(x0.device)
     sigma = sigma.float().to(x0.device)
-    target = None
-    if noisy is None:
-        if noise is None:
-            raise ValueError("video_tokens needs `noise` (training) or `noisy` (sampling)")
-        noisy = (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
-        target = noise - x0
+    noisy, target = _noised(x0, sigma, noise, noisy, "video_tokens")
     keep = cond[..., None]
-    hidden = keep * x0 + (1.0 - keep) * noisy.float()
-    sigma_tok = sigma[:, None] * (1.0 - cond)
-    coords = rope.prepare_video_coords(b, f, h, w, x0.device, fps=fps)
+    seq = {"hidden": keep * x0 + (1.0 - keep) * noisy, "sigma_tok": sigma[:, None] * (1.0 - cond),
+           "coords": rope.prepare_video_coords(b, f, h, w, x0.device, fps=fps), "cond": cond, "clean": x0,
+           "target": target}
     if reference is not None:
-        ref = pack_video(reference.latents).float().to(x0.device)
-        n_ref = ref.shape[1]
-        hidden = torch.cat([hidden, ref], 1)
-        sigma_tok = torch.cat([sigma_tok, torch.zeros(b, n_ref, device=x0.device)], 1)
-        coords = torch.cat([coords, reference_coords(rope, reference, fps, x0.device)], 2)
-        cond = torch.cat([cond, torch.ones(b, n_ref, device=x0.device)], 1)
-        x0 = torch.cat([x0, ref], 1)
-        if target is not None:
-            target = torch.cat([target, torch.zeros_like(ref)], 1)
-    return VideoTokens(hidden, sigma_tok, coords, cond, x0, target, sigma, (f, h, w), fps, num_target=s)
+        seq = _append_clean(seq, pack_video(reference.latents).float().to(x0.device),
+                            reference_coords(rope, reference, fps, x0.device))
+    return VideoTokens(seq["hidden"], seq["sigma_tok"], seq["coords"], seq["cond"], seq["clean"], seq["target"],
+                       sigma, (f, h, w), fps, num_target=s)
 
 
 @dataclass
@@ -173,25 +186,15 @@ def audio_tokens(rope, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Te
     b, n = x0.shape[:2]
     device = x0.device
     sigma = sigma.float().to(device)
-    target = None
-    if noisy is None:
-        if noise is None:
-            raise ValueError("audio_tokens needs `noise` (training) or `noisy` (sampling)")
-        noisy = (1.0 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise
-        target = noise - x0
-    hidden, coords = noisy.float(), rope.prepare_audio_coords(b, n, device)
-    sigma_tok, cond = sigma[:, None].expand(b, n).clone(), torch.zeros(b, n, device=device)
-    if reference is not None:
+    noisy, target = _noised(x0, sigma, noise, noisy, "audio_tokens")
+    seq = {"hidden": noisy, "sigma_tok": sigma[:, None].expand(b, n).clone(),
+           "coords": rope.prepare_audio_coords(b, n, device), "cond": torch.zeros(b, n, device=device),
+           "clean": x0, "target": target}
+    if reference is not None:  # reference audio starts at t = 0, overlapping the target in time
         ref = reference.float().to(device)
-        n_ref = ref.shape[1]
-        hidden = torch.cat([hidden, ref], 1)
-        coords = torch.cat([coords, rope.prepare_audio_coords(b, n_ref, device)], 2)
-        sigma_tok = torch.cat([sigma_tok, torch.zeros(b, n_ref, device=device)], 1)
-        cond = torch.cat([cond, torch.ones(b, n_ref, device=device)], 1)
-        x0 = torch.cat([x0, ref], 1)
-        if target is not None:
-            target = torch.cat([target, torch.zeros_like(ref)], 1)
-    return AudioTokens(hidden, sigma, sigma_tok, coords, cond, x0, target, n)
+        seq = _append_clean(seq, ref, rope.prepare_audio_coords(b, ref.shape[1], device))
+    return AudioTokens(seq["hidden"], sigma, seq["sigma_tok"], seq["coords"], seq["cond"], seq["clean"],
+                       seq["target"], n)
 
 
 def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioTokens | None = None, **forward_kwargs):
