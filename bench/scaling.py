@@ -132,7 +132,7 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()[0]  # other processes' load, before our own Ray workers add to it
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines and the `concurrency` notice
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     gpus = int(ray.cluster_resources().get("GPU", 0))
     hw = f"{gpus} GPU(s), {os.cpu_count()} CPUs" if use_gpu else f"CPU only, {os.cpu_count()} cores"

@@ -152,7 +152,7 @@ def load_transformer(opts: dict, device: torch.device):
     from ltxtrain.models.bundle import load_components, resolve_model
 
     model_dir = resolve_model(opts["model"], str(default_home() / "models"))
-    # straight to the device in the final dtype (run_worker instead loads fp32 on the CPU, then moves it)
+    # straight to the device in the final dtype (run_worker loads on the CPU, then moves it)
     return load_components(model_dir, ["transformer"], dtype=dtype, device=device)["transformer"]
 
 

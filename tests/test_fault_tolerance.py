@@ -36,7 +36,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     assert crashed.metrics["step"] == 100 and crashed.metrics["resumed_from_step"] in (25, 50)
     assert clean.metrics["resumed_from_step"] == 0
     a, b = _rows(tmp_path / "clean"), _rows(tmp_path / "crashed")
-    assert set(range(10, 101, 10)) <= set(b)  # every logged step is there, the replayed ones included
+    steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 101, 10))  # replayed steps replace the rows logged before the failure
     for step in (60, 80, 100):  # after the resume: the same trajectory (same data, noise, optimizer state)
         assert abs(a[step]["loss"] - b[step]["loss"]) < 1e-3 * max(1.0, a[step]["loss"]), (step, a[step], b[step])
     lora_a = load_file(str(tmp_path / "clean" / clean.lora_file.file_name))
@@ -45,20 +46,45 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     assert max((lora_a[k].float() - lora_b[k].float()).abs().max().item() for k in lora_a) < 1e-2
 
 
-def test_full_fine_tune_trains_and_reloads(ray_cluster, tiny_model, dataset, tmp_path):
+def test_full_fine_tune_trains_and_reloads_from_its_shards(ray_cluster, tiny_model, dataset, tmp_path):
     from diffusers import LTX2VideoTransformer3DModel
-    from safetensors.torch import load_file
 
     out = tmp_path / "full"
     result = run_job("t2v", {"training_data_url": dataset, **SMALL, "training_mode": "full", "learning_rate": 1e-3},
-                     str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
+                     str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False, max_shard_bytes=200_000))
     assert result.lora_file is None and result.model_file is not None
     assert result.metrics["probe_loss_end"] < 0.8 * result.metrics["probe_loss_start"]
     config = json.loads((out / result.config_file.file_name).read_text())
     assert config["training_type"] == "full"
-    weights = load_file(str(out / result.model_file.file_name))
+    # ~0.5 MB of fp32 weights in 200 kB shards: several files and an index, streamed from the sharded model
+    assert len(result.model_shards) >= 2 and result.model_file.file_name.endswith(".index.json")
+    folder = out / "t2v_transformer"
+    index = json.loads((folder / result.model_file.file_name).read_text())
+    assert sorted(set(index["weight_map"].values())) == [s.file_name for s in result.model_shards]
+    tuned = LTX2VideoTransformer3DModel.from_pretrained(str(folder))  # diffusers reads shards + index as is
     base = LTX2VideoTransformer3DModel.from_pretrained(tiny_model, subfolder="transformer")
-    tuned = LTX2VideoTransformer3DModel.from_pretrained(tiny_model, subfolder="transformer")
-    tuned.load_state_dict(weights, strict=True)  # every key present, nothing extra
-    changed = [k for k, v in base.state_dict().items() if not torch.equal(v, weights[k])]
-    assert len(changed) > 0.5 * len(weights)  # most tensors moved: every weight is trainable
+    tuned_sd, base_sd = tuned.state_dict(), base.state_dict()
+    assert tuned_sd.keys() == base_sd.keys() == index["weight_map"].keys()  # every weight, nothing extra
+    changed = [k for k in base_sd if not torch.equal(base_sd[k], tuned_sd[k])]
+    assert len(changed) > 0.5 * len(base_sd)  # most tensors moved: every weight is trainable
+
+
+def test_a_crashed_job_resumes_when_run_again_with_its_out_dir(ray_cluster, dataset, tmp_path):
+    """What resuming a job by id does after the cluster went down: the same command on the same out dir finds
+    the run snapshot and latest checkpoint in run storage and the latent cache, and finishes the run."""
+    request = {"training_data_url": dataset, **SMALL}
+    out = tmp_path / "job"
+    with pytest.raises(Exception, match="Training failed"):  # no restarts allowed: the run fails at step 60
+        run_job("t2v", request, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False,
+                                                     checkpoint_every=25, max_failures=0, fail_at_step=60))
+    assert not (out / "result.json").exists()
+    cached = sorted(p.name for p in (out / "work" / "cache").rglob("*.safetensors"))
+    assert cached
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "work" / "cache").rglob("*.safetensors")}
+    result = run_job("t2v", request, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False,
+                                                          checkpoint_every=25, max_failures=0))
+    assert result.metrics["step"] == 100 and result.metrics["resumed_from_step"] in (25, 50)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # preprocessing was not redone
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 101, 10))  # the crashed run's rows up to the checkpoint, then the resumed ones
+    assert not (out / "work" / "ray_results").exists()  # a finished job leaves no restart state behind

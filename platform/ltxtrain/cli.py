@@ -50,6 +50,8 @@ def cmd_train(args) -> int:
     opts = JobOptions(model=args.model, text_encoder=args.text_encoder, address=args.address,
                       num_workers=args.workers, seed=args.seed, keep_work=args.keep_work,
                       limits=IntakeLimits(allow_private_addresses=not _strict(args)))
+    if args.storage:
+        opts.storage = args.storage
     if args.cpu:
         opts.use_gpu = False
     result = run_job(args.endpoint, _load_request(args.request), args.out, opts)
@@ -84,13 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("endpoint")
     t.add_argument("request")
     t.add_argument("--out", required=True, help="output directory (result.json, LoRA, config)")
-    t.add_argument("--model", default="tiny", help="tiny | a diffusers folder | a single-file .safetensors")
+    t.add_argument("--model", default="tiny",
+                   help="tiny | a diffusers folder | a single-file .safetensors (local, or an s3:// URI)")
     t.add_argument("--text-encoder", default=None, help="Gemma folder for single-file checkpoints")
     t.add_argument("--address", default=None, help="Ray address (default: local or RAY_ADDRESS)")
     t.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: GPUs, or 2 on CPU)")
     t.add_argument("--cpu", action="store_true", help="train on CPU even if GPUs exist")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--keep-work", action="store_true", help="keep the extracted dataset")
+    t.add_argument("--storage", default=None, metavar="URI",
+                   help="shared storage for multi-node runs, e.g. s3://bucket/prefix: checkpoints, latent cache and "
+                        "model go there so every node can reach them (default: $LTXTRAIN_STORAGE; none: local)")
     t.add_argument("--strict-urls", action="store_true", help="refuse private/loopback URLs and local paths")
     t.set_defaults(func=cmd_train)
 

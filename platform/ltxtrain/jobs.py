@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from .intake.fetch import fetch
 from .intake.limits import IntakeLimits
 from .products import get_recipe
 from .products.base import AudioReference, Recipe
+from .storage import StorageError, download_dir, exists, forwarded_env, is_remote, join, node_local_copy, remove, \
+    upload_dir
 
 log = logging.getLogger("ltxtrain")
 
@@ -85,19 +88,120 @@ class JobOptions:
     checkpoint_every: int | None = None  # default: every 10% of the run (at least 100 steps)
     max_failures: int = 2  # worker-group restarts from the latest checkpoint
     fail_at_step: int | None = None  # test hook (see TrainConfig)
+    max_shard_bytes: int = 5 * 1024**3  # full fine-tunes: larger transformers are written as several files
+    # Shared storage for multi-node runs (s3://bucket/prefix, gs://...; default $LTXTRAIN_STORAGE): see JobStorage
+    storage: str | None = field(default_factory=lambda: os.environ.get("LTXTRAIN_STORAGE") or None)
+
+    @property
+    def uses_storage(self) -> bool:
+        return any(s and is_remote(s) for s in (self.storage, self.model, self.text_encoder))
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, env_vars: dict[str, str] | None = None) -> None:
+    """Start or join Ray. `env_vars` go to every task and actor of the job (runtime_env) when this call starts the
+    job; a process already connected to Ray (tests, Serve) keeps its job's settings, and workers then see only
+    their nodes' environment."""
     import ray
 
     if ray.is_initialized():
         return
-    runtime_env = None
+    runtime_env = {}
     if os.environ.get("LTXTRAIN_SHIP_PACKAGE") == "1":
         # Under `ray job submit` the library sits in the shipped working dir, not on the workers' path:
         # ship the package itself so Ray Data tasks and Train workers on every node can import it.
-        runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, runtime_env=runtime_env)
+        runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, runtime_env=runtime_env or None)
+
+
+def storage_key(out: Path) -> str:
+    """A job's folder on shared storage: `<out dir name>-<8 hex of sha1(absolute out path)>`. The same --out gives
+    the same key (a re-run, even from a fresh head node using the same path, finds its cache and checkpoints); two
+    jobs whose out dirs merely share a name do not (cached samples are keyed by their names in the archive)."""
+    out = Path(out).resolve()
+    return f"{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class JobStorage:
+    """Where a job keeps what the training workers must reach.
+
+    Without `JobOptions.storage` (one node, today's layout) it is all under `out/work`. With it, for the job's
+    `key` (see `storage_key`): `<storage>/<key>/ray_results` is Ray Train's run storage (checkpoints, so a crashed
+    job resumes from any head node), `<storage>/<key>/cache` mirrors the latent cache `out/work/cache` (preprocessing
+    always runs on the local copy), and models the workers cannot otherwise reach go to `<storage>/models/<folder>`.
+    """
+
+    work: Path
+    root: str | None = None  # <storage>/<key>
+    models: str | None = None  # <storage>/models
+
+    @classmethod
+    def for_job(cls, out: Path, storage: str | None) -> "JobStorage":
+        if not storage:
+            return cls(out / "work")
+        return cls(out / "work", join(storage, storage_key(out)), join(storage, "models"))
+
+    @property
+    def local_cache(self) -> str:
+        return str(self.work / "cache")
+
+    @property
+    def ray_results(self) -> str:
+        return join(self.root, "ray_results") if self.root else str(self.work / "ray_results")
+
+    def pull_cache(self) -> None:
+        """Before preprocessing: fetch what an earlier run of this job already encoded (a fresh head node)."""
+        if self.root and exists(join(self.root, "cache")):
+            copied = download_dir(join(self.root, "cache"), self.local_cache)
+            log.info("fetched %d cached file(s) from %s", len(copied), join(self.root, "cache"))
+
+    def push_cache(self) -> str:
+        """After preprocessing: publish the cache (manifest last); returns the `cache_dir` the workers get."""
+        if not self.root:
+            return self.local_cache
+        uri = join(self.root, "cache")
+        copied = upload_dir(self.local_cache, uri)
+        log.info("uploaded %d cache file(s) to %s", len(copied), uri)
+        return uri
+
+    def model_for_workers(self, model_dir: str, source: str | None = None) -> str:
+        """The `model_dir` the workers get: the driver's folder without storage; `source` when the folder is a
+        node-local copy of that remote diffusers folder; else the folder uploaded once to
+        `<storage>/models/<folder name>` (files there with the same size are skipped: repeats cost a listing)."""
+        if not self.models:
+            return model_dir
+        if source:
+            return source
+        uri = join(self.models, os.path.basename(model_dir))
+        copied = upload_dir(model_dir, uri, last=("model_index.json",))
+        if copied:
+            log.info("uploaded %d model file(s) to %s", len(copied), uri)
+        return uri
+
+    def drop_restart_state(self) -> None:
+        shutil.rmtree(self.work / "ray_results", ignore_errors=True)
+        if self.root:
+            try:
+                remove(self.ray_results)
+            except StorageError as exc:  # the job itself succeeded: a leftover only costs storage
+                log.warning("could not delete the finished job's checkpoints: %s", exc)
+
+
+def resolve_job_model(opts: JobOptions, shared: JobStorage) -> tuple[str, str]:
+    """(the driver's local diffusers folder, the `model_dir` for the workers). Remote specs (a diffusers folder or a
+    single-file checkpoint, and a remote text encoder) are first copied to this node under `opts.home/storage`."""
+    from .models.bundle import resolve_model
+
+    root = opts.home / "storage"
+    local = node_local_copy(opts.model, root) if is_remote(opts.model) else opts.model
+    text_encoder = opts.text_encoder
+    if text_encoder and is_remote(text_encoder):
+        text_encoder = node_local_copy(text_encoder, root)
+    model_dir = resolve_model(local, str(opts.home / "models"), text_encoder=text_encoder)
+    remote_folder = opts.model if is_remote(opts.model) and os.path.isdir(local) else None
+    return model_dir, shared.model_for_workers(model_dir, source=remote_folder)
 
 
 def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOptions()) -> TrainingResult:
@@ -112,30 +216,79 @@ def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOp
         raise
 
 
+def _place_model_files(model_dir: Path, out: Path, slug: str) -> tuple[OutputFile, list[OutputFile]]:
+    """A full fine-tune that fits one file becomes `<slug>_transformer.safetensors`; a sharded one the folder
+    `<slug>_transformer/` (diffusers layout: shards + index, loadable with from_pretrained), whose index is
+    the result's `model_file` and whose shards are `model_shards`."""
+    from .export.model_file import INDEX_NAME, WEIGHTS_NAME
+
+    if (model_dir / WEIGHTS_NAME).exists():
+        single = out / f"{slug}_transformer.safetensors"
+        shutil.move(str(model_dir / WEIGHTS_NAME), single)
+        return OutputFile.from_path(single), []
+    folder = out / f"{slug}_transformer"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.move(str(model_dir), folder)
+    index = json.loads((folder / INDEX_NAME).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    return OutputFile.from_path(folder / INDEX_NAME), [OutputFile.from_path(folder / name) for name in shards]
+
+
 def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingResult:
     import ray
 
-    from .encode.pipeline import PreprocessConfig, audio_sample_rate, preprocess
-    from .export.config_file import write_config
-    from .export.lora_file import save_lora
-    from .models.bundle import load_model_info, resolve_model
+    from .models.bundle import load_model_info
     from .train.config import TrainConfig
     from .train.run import run_training
 
     work = out / "work"
     job = intake(endpoint, payload, str(work), opts.limits)  # cheap, fails fast with 422 before Ray starts
     request, recipe = job.request, job.recipe
-    _init_ray(opts.address)
+    _init_ray(opts.address, forwarded_env() if opts.uses_storage else None)
     resources = ray.cluster_resources()
     use_gpu = resources.get("GPU", 0) > 0 if opts.use_gpu is None else opts.use_gpu
     workers = opts.num_workers or (int(resources.get("GPU", 1)) if use_gpu else max(1, min(2, int(resources.get("CPU", 1)))))
 
-    model_dir = resolve_model(opts.model, str(opts.home / "models"), text_encoder=opts.text_encoder)
-    info = load_model_info(model_dir)
+    shared = JobStorage.for_job(out, opts.storage)
+    model_dir, worker_model_dir = resolve_job_model(opts, shared)
+    family = load_model_info(model_dir).family
+    pre, validation, manifest = _preprocess(job, model_dir, shared, opts, use_gpu)
+
+    targets = recipe.lora_targets(request, job.audio)
+    cfg = TrainConfig(
+        model_dir=worker_model_dir, cache_dir=shared.push_cache(), steps=request.number_of_steps,
+        learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
+        first_frame_p=recipe.first_frame_p(request), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
+        validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
+        checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
+        fail_at_step=opts.fail_at_step, max_shard_bytes=opts.max_shard_bytes,
+    )
+    outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=shared.ray_results,
+                           name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}", max_failures=opts.max_failures)
+
+    result = _export(job, outcome, manifest, pre, out, opts, family, targets)
+    (out / "result.json").write_text(result.model_dump_json(indent=2))
+    # A finished job drops its restart state (checkpoints, with the previews in them), so running it again starts
+    # afresh; a crashed one keeps it and a re-run resumes. The latent cache stays: re-runs skip preprocessing.
+    shared.drop_restart_state()
+    shutil.rmtree(work / "train", ignore_errors=True)
+    if not opts.keep_work:
+        shutil.rmtree(work / "data", ignore_errors=True)
+        (work / "dataset.zip").unlink(missing_ok=True)
+    return result
+
+
+def _preprocess(job: Intake, model_dir: str, shared: JobStorage, opts: JobOptions, use_gpu: bool):
+    """Encode the samples (and the validation conditions) into the local latent cache, starting from the shared
+    copy when there is one. Returns (PreprocessConfig, validation plan, manifest)."""
+    from .encode.pipeline import PreprocessConfig, audio_sample_rate, preprocess
+    from .sample.validation import plan_validation
+
+    request, recipe = job.request, job.recipe
     width, height = request.size
     spatial, temporal = recipe.reference_factors(request) or (1, 1)
     pre = PreprocessConfig(
-        model_dir=model_dir, cache_dir=str(work / "cache"), width=width, height=height,
+        model_dir=model_dir, cache_dir=shared.local_cache, width=width, height=height,
         num_frames=request.number_of_frames, frame_rate=request.frame_rate, auto_scale=request.auto_scale_input,
         split_scenes=request.split_input_into_scenes, split_threshold=request.split_input_duration_threshold,
         reference_spatial=spatial, reference_temporal=temporal, gpus_per_actor=1.0 if use_gpu else 0.0,
@@ -144,53 +297,49 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
         reference_audio=recipe.has(AudioReference),
     )
-    from .sample.validation import plan_validation
-
-    validation = plan_validation(recipe, request, job.audio, model_dir, pre.cache_dir, str(work), opts.limits,
+    shared.pull_cache()
+    validation = plan_validation(recipe, request, job.audio, model_dir, pre.cache_dir, str(shared.work), opts.limits,
                                  use_gpu=use_gpu)
     manifest = preprocess(job.samples, pre, job.diag, extra_texts=validation.texts)
     log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
+    return pre, validation, manifest
 
-    targets = recipe.lora_targets(request, job.audio)
-    cfg = TrainConfig(
-        model_dir=model_dir, cache_dir=pre.cache_dir, steps=request.number_of_steps,
-        learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
-        first_frame_p=recipe.first_frame_p(request), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
-        validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
-        checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
-        preview_dir=str(work / "previews"), fail_at_step=opts.fail_at_step,
-    )
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-    outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=str(work / "ray_results"),
-                           name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}", max_failures=opts.max_failures)
 
+def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, model_family: str,
+            targets: list[str]) -> TrainingResult:
+    """Write the LoRA (or full weights), its config, the reel, the debug archive and the loss curve into `out`."""
     from safetensors.torch import load_file
 
+    from .export.config_file import write_config
+    from .export.lora_file import save_lora
+    from .export.plots import loss_curve_png
+
+    request, recipe = job.request, job.recipe
     slug = recipe.endpoint.replace("/", "_")
     lora_path = out / f"{slug}_lora.safetensors"
     config_path = out / f"{slug}_config.json"
+    factors = recipe.reference_factors(request)
+    spatial, temporal = factors or (1, 1)
     metadata = {"ltxtrain_endpoint": recipe.endpoint, "ltxtrain_rank": str(request.rank),
                 "training_type": recipe.training_type}
-    if recipe.reference_factors(request):
+    if factors:
         # Always written (even for 1) so inference mirrors the training-time reference scaling; the names are the
         # ones LTX-2's IC-LoRA pipeline reads, plus the explicit spatial name.
         metadata.update(reference_downscale_factor=str(spatial), reference_spatial_scale_factor=str(spatial),
                         reference_temporal_scale_factor=str(temporal))
-    model_file = None
-    if outcome.model_path:  # full fine-tune: the whole transformer, diffusers key names
-        model_path = out / f"{slug}_transformer.safetensors"
-        shutil.move(outcome.model_path, model_path)
-        model_file = OutputFile.from_path(model_path)
+    model_file, model_shards = None, []
+    if outcome.model_dir:  # full fine-tune: the whole transformer, diffusers layout
+        model_file, model_shards = _place_model_files(Path(outcome.model_dir), out, slug)
     else:
         save_lora(str(lora_path), load_file(outcome.adapter_path), rank=request.rank, alpha=float(request.rank),
                   metadata=metadata)
     write_config(config_path, endpoint=recipe.endpoint,
                  training_type=recipe.training_type if request.training_mode == "lora" else "full",
                  trigger_phrase=request.trigger_phrase, rank=request.rank, alpha=float(request.rank),
-                 base_model=opts.model, model_family=info.family, lora_targets=targets,
+                 base_model=opts.model, model_family=model_family, lora_targets=targets,
                  request=request.model_dump(),
                  extra={"reference_downscale_factor": spatial, "reference_temporal_scale_factor": temporal}
-                 if recipe.reference_factors(request) else None)
+                 if factors else None)
     video = None
     if outcome.reel_path:
         reel = out / f"{slug}_validation.mp4"
@@ -204,13 +353,12 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         archive = out / f"{slug}_debug_dataset.zip"
         write_debug_archive(str(archive), debug_samples(manifest, pre))
         debug = OutputFile.from_path(archive)
-    from .export.plots import loss_curve_png
-
     curve = out / "loss_curve.png"
     loss_curve_png(str(out / "metrics.jsonl"), str(curve))
-    result = TrainingResult(
+    return TrainingResult(
         lora_file=OutputFile.from_path(lora_path) if model_file is None else None,
         model_file=model_file,
+        model_shards=model_shards,
         config_file=OutputFile.from_path(config_path),
         video=video,
         debug_dataset=debug,
@@ -225,13 +373,3 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         warnings=job.diag.warnings,
         metrics=outcome.metrics,
     )
-    (out / "result.json").write_text(result.model_dump_json(indent=2))
-    # A finished job drops its restart state (checkpoints, stored previews), so running it again starts afresh;
-    # a crashed one keeps them and a re-run resumes. The latent cache stays: re-runs skip preprocessing.
-    shutil.rmtree(work / "ray_results", ignore_errors=True)
-    shutil.rmtree(work / "previews", ignore_errors=True)
-    shutil.rmtree(work / "train", ignore_errors=True)
-    if not opts.keep_work:
-        shutil.rmtree(work / "data", ignore_errors=True)
-        (work / "dataset.zip").unlink(missing_ok=True)
-    return result

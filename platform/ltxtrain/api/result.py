@@ -35,7 +35,8 @@ class OutputFile(BaseModel):
 
 class TrainingResult(BaseModel):
     lora_file: OutputFile | None = None
-    model_file: OutputFile | None = None  # training_mode "full": the fine-tuned transformer weights
+    model_file: OutputFile | None = None  # training_mode "full": the weights file, or the shards' index
+    model_shards: list[OutputFile] = []  # training_mode "full", sharded: the safetensors shards
     config_file: OutputFile | None = None
     video: OutputFile | None = None
     debug_dataset: OutputFile | None = None

@@ -157,7 +157,8 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
                            skipped=diag.skipped)
 
-    actor_opts = {"concurrency": cfg.encoder_actors, "num_gpus": cfg.gpus_per_actor or None,
+    actor_opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
+                  "num_gpus": cfg.gpus_per_actor or None,
                   "num_cpus": 0 if cfg.gpus_per_actor else 1}
     actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
 

@@ -244,3 +244,15 @@ def build_pipeline(model_dir: str, dtype: torch.dtype = torch.float32, device: s
     pipe = LTX2Pipeline(**load_components(model_dir, COMPONENTS, dtype=dtype, device=device))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def empty_component(model_dir: str, name: str, dtype: torch.dtype = torch.float32):
+    """A component with its architecture but no weights (parameters on the meta device): what every rank but one
+    builds before FSDP sharding, so a 22B model is never materialised once per GPU."""
+    sub = os.path.join(model_dir, name)
+    cfg = _read_json(os.path.join(sub, "config.json"))
+    cls = _diffusers_class(cfg["_class_name"])
+    with torch.device("meta"):
+        model = cls.from_config(cls.load_config(sub))
+    # nn.Module.to: ModelMixin.to warns about fp32-pinned modules, which LTX-2 has none of
+    return torch.nn.Module.to(model, dtype).eval()

@@ -30,7 +30,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar with step, loss and ETA on rank 0
     training_mode: str = "lora"  # "lora" | "full" (all transformer weights trained)
     checkpoint_every: int = 0  # 0: no intermediate checkpoints; Ray Train keeps the latest for restarts
-    preview_dir: str | None = None  # rank 0 keeps previews here so a resumed run's reel has all of them
+    max_shard_bytes: int = 5 * 1024**3  # full fine-tunes: the largest safetensors file written
     fail_at_step: int | None = None  # test hook: the last rank's process exits at this step (first attempt only)
 
     def to_dict(self) -> dict:

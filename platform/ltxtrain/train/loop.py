@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,10 +26,13 @@ from ..conditioning.tokens import (
     video_tokens,
 )
 from ..encode.cache import LatentCache
+from ..export.model_file import write_sharded
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
-from .parallel import all_mean, full_state_dict, is_distributed, shard_transformer
+from . import checkpoint
+from .parallel import (all_mean, broadcast_from_rank0, is_distributed, iter_full_state, shard_transformer,
+                       trainable_state_dict)
 
 LORA_FILE = "adapter.safetensors"
 REEL_FILE = "validation_reel.mp4"
@@ -126,10 +131,7 @@ class WorkerContext:
     local_rank: int = 0
 
 
-CHECKPOINT_TRAINABLE = "trainable.safetensors"
-CHECKPOINT_OPTIMIZER = "optimizer.pt"
-CHECKPOINT_STATE = "trainer_state.json"
-MODEL_FILE = "transformer.safetensors"
+MODEL_DIR = "transformer"  # full fine-tunes: diffusers-layout safetensors (sharded when large)
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -138,16 +140,49 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1024 + rank) % (2**63 - 1))
 
 
+def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device, dtype: torch.dtype,
+                     bf16: bool, grad_ckpt: bool):
+    """The trainable transformer on this rank: base weights, LoRA adapters (or everything trainable for a full
+    fine-tune), gradient checkpointing, FSDP2 sharding when there is more than one worker.
+
+    Sharded runs build the model on the meta device on every rank, shard it, allocate only each rank's shards,
+    and fill them from rank 0, the one process that reads the weights file — so a node with 8 GPUs holds one
+    CPU copy of a 22B model while loading, not eight.
+    """
+    from ..models.bundle import empty_component, load_components
+    from ..models.lora import attach_lora
+
+    def adapt(model):
+        torch.manual_seed(cfg.seed)  # the same LoRA init however the run is laid out
+        model.requires_grad_(cfg.training_mode == "full")
+        if cfg.training_mode != "full":
+            attach_lora(model, cfg.rank, cfg.lora_targets)
+        if grad_ckpt:
+            model.enable_gradient_checkpointing()
+        return model.train()
+
+    if ctx.world_size == 1 or not is_distributed():
+        return adapt(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).to(device)
+    with torch.device("meta"):
+        model = adapt(empty_component(cfg.model_dir, "transformer", dtype))
+    model = shard_transformer(model, bf16=bf16)
+    model.to_empty(device=device)
+    full_state = None
+    if ctx.rank == 0:
+        full_state = adapt(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).state_dict()
+    broadcast_from_rank0(model, full_state)
+    return model
+
+
 def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None],
-               resume_from: str | None = None) -> dict:
-    """Train on this worker. `report(metrics, directory)` is called on every rank for each checkpoint
-    (directory only on rank 0) and once at the end with the adapter (or full weights) and final metrics.
+               resume_from: str | None = None, log: Callable[[dict], None] | None = None) -> dict:
+    """Train on this worker. `report(metrics, directory)` is called on every rank for each checkpoint (each rank
+    with the directory of its own shards) and once at the end (rank 0 with the adapter or full weights, the
+    reel and the final metrics). `log(row)` gets each logged step's metrics on every rank (the same row: losses
+    are averaged over ranks); by default rank 0 appends them to `cfg.metrics_path`.
 
     Runs the same with or without Ray (tests call it in-process with the default single-rank context).
     """
-    from ..models.bundle import load_components
-    from ..models.lora import attach_lora
-
     rank, world = ctx.rank, ctx.world_size
     use_cuda = torch.cuda.is_available()
     device = torch.device("cuda", ctx.local_rank) if use_cuda else torch.device("cpu")
@@ -156,36 +191,25 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     bf16 = use_cuda if cfg.mixed_precision is None else cfg.mixed_precision
     grad_ckpt = use_cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
     full = cfg.training_mode == "full"
-    torch.manual_seed(cfg.seed)  # identical LoRA init on every rank before sharding
 
-    # One GPU and LoRA: frozen base in bf16 (PEFT keeps the adapters in fp32), so a 22B model fits one 80 GB card.
-    # Sharded runs keep fp32 masters: FSDP2 groups want one dtype, and each rank holds only 1/world of them.
-    load_dtype = torch.bfloat16 if (use_cuda and world == 1 and not full) else torch.float32
-    transformer = load_components(cfg.model_dir, ["transformer"], dtype=load_dtype)["transformer"]
-    transformer.requires_grad_(full)
-    if not full:
-        attach_lora(transformer, cfg.rank, cfg.lora_targets)
-    state = _read_checkpoint(resume_from)
-    if state:
-        missing = set(state["trainable"]) - set(transformer.state_dict())
-        if missing:
-            raise KeyError(f"checkpoint has weights this model lacks: {sorted(missing)[:5]}")
-        transformer.load_state_dict(state["trainable"], strict=False)
-    if grad_ckpt:
-        transformer.enable_gradient_checkpointing()
-    transformer.to(device).train()
-    transformer = shard_transformer(transformer, bf16=bf16)
+    # Frozen base weights in bf16 whenever compute is bf16 (the adapters stay fp32: peft makes them so, and FSDP2
+    # only needs the trainable ones to share a dtype). Full fine-tunes keep fp32 masters, sharded 1/world per rank.
+    load_dtype = torch.bfloat16 if (bf16 and not full) else torch.float32
+    transformer = load_transformer(cfg, ctx, device, load_dtype, bf16, grad_ckpt)
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    meta = checkpoint.read_meta(resume_from)
     start_step = 0
-    if state:
-        _load_optimizer(transformer, optimizer, state["optimizer"])
-        start_step = state["meta"]["step"]
+    previews = []
+    if meta:
+        checkpoint.restore(resume_from, transformer, optimizer)
+        start_step = meta["step"]
         schedule.last_epoch = start_step  # LambdaLR is a pure function of the step count
         for group, lr in zip(optimizer.param_groups, schedule.get_lr()):
             group["lr"] = lr
         schedule._last_lr = [g["lr"] for g in optimizer.param_groups]
+        previews = checkpoint.read_previews(resume_from) if rank == 0 else []
 
     cache = LatentCache(cfg.cache_dir)
     manifest = cache.read_manifest()
@@ -194,17 +218,17 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
     probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
 
-    probe_start = state["meta"]["probe_start"] if state else probe(transformer, device)
-    metrics_file = open(cfg.metrics_path, "a") if (rank == 0 and cfg.metrics_path) else None
+    probe_start = meta["probe_start"] if meta else probe(transformer, device)
+    if log is None:
+        log = _append_to(cfg.metrics_path) if (rank == 0 and cfg.metrics_path) else (lambda row: None)
     items = [ValidationItem(**v) for v in cfg.validation]
     decoders = _load_decoders(cfg.model_dir, items, device) if (items and rank == 0) else None
-    previews = []
     bar = _progress(cfg, start_step) if rank == 0 else None
     started = time.time()
     window: dict[str, float] = {}
     window_n = 0
     for step in range(start_step, cfg.steps):
-        if cfg.fail_at_step == step and not state and rank == world - 1:
+        if cfg.fail_at_step == step and not meta and rank == world - 1:
             os._exit(1)  # test hook: a worker process dies mid-run
         t0 = time.time()
         batch = reader.batch(sampler.indices(step))
@@ -228,46 +252,50 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss became {row['loss']} at step {done}")
             window, window_n = {}, 0
-            if metrics_file:
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
+            log(row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
         if bar is not None:
             bar.update(1)
         if items and (done % cfg.resolved_validation_every == 0 or done == cfg.steps):
-            new = render_previews(transformer, items, cache, done, device, decoders)
-            previews += _keep_previews(cfg, new)
+            previews += render_previews(transformer, items, cache, done, device, decoders)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            _checkpoint(transformer, optimizer, rank, report,
-                        {"step": done, "probe_start": probe_start}, {"step": done, "checkpoint": True})
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint.save(tmp, transformer, optimizer, rank, {"step": done, "probe_start": probe_start},
+                                previews)
+                report({"step": done, "checkpoint": True}, tmp)
 
     if bar is not None:
         bar.close()
     probe_end = probe(transformer, device)
-    weights = full_state_dict(transformer)
     final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
              "resumed_from_step": start_step,
              "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
              **{f"probe_{m}_start": v for m, v in probe_start.items()},
              **{f"probe_{m}_end": v for m, v in probe_end.items()}}
-    if metrics_file:
-        metrics_file.close()
     with tempfile.TemporaryDirectory() as tmp:
-        out_dir = None
-        if rank == 0:
-            from safetensors.torch import save_file
-
-            if full:
-                save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(tmp, MODEL_FILE))
+        if full:  # streamed: every rank takes part in each gather, rank 0 writes shard by shard
+            tensors = iter_full_state(transformer)
+            if rank == 0:
+                write_sharded(tensors, os.path.join(tmp, MODEL_DIR), dtype=torch.bfloat16 if bf16 else None,
+                              max_shard_bytes=cfg.max_shard_bytes)
+                # with its config the folder loads as is: LTX2VideoTransformer3DModel.from_pretrained(folder)
+                shutil.copy(os.path.join(cfg.model_dir, "transformer", "config.json"), os.path.join(tmp, MODEL_DIR))
             else:
+                for _ in tensors:
+                    pass
+        else:
+            weights = trainable_state_dict(transformer)
+            if rank == 0:
                 from peft.utils import get_peft_model_state_dict
+                from safetensors.torch import save_file
 
                 lora = get_peft_model_state_dict(_unwrap(transformer), state_dict=weights)
                 save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
+        out_dir = None
+        if rank == 0:
             with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
                 json.dump(final, fh)
-            previews = _all_previews(cfg, previews)
             if previews:
                 from ..export.reel import write_reel
 
@@ -279,90 +307,39 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     return final
 
 
-def _checkpoint(model, optimizer, rank: int, report, meta: dict, metrics: dict) -> None:
-    """Collective: gather trainable weights and optimizer state to rank 0, which writes them for `report`."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+def _append_to(path: str) -> Callable[[dict], None]:
+    def write(row: dict) -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
 
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    weights = {k: v for k, v in full_state_dict(model).items() if k in trainable}
-    optim = get_optimizer_state_dict(model, optimizer,
-                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = None
-        if rank == 0:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(tmp, CHECKPOINT_TRAINABLE))
-            torch.save(optim, os.path.join(tmp, CHECKPOINT_OPTIMIZER))
-            with open(os.path.join(tmp, CHECKPOINT_STATE), "w") as fh:
-                json.dump(meta, fh)
-            directory = tmp
-        report(metrics, directory)
-
-
-def _read_checkpoint(directory: str | None) -> dict | None:
-    if not directory or not os.path.exists(os.path.join(directory, CHECKPOINT_STATE)):
-        return None
-    from safetensors.torch import load_file
-
-    with open(os.path.join(directory, CHECKPOINT_STATE)) as fh:
-        meta = json.load(fh)
-    return {"meta": meta, "trainable": load_file(os.path.join(directory, CHECKPOINT_TRAINABLE)),
-            "optimizer": torch.load(os.path.join(directory, CHECKPOINT_OPTIMIZER), weights_only=False)}
-
-
-def _load_optimizer(model, optimizer, state: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
-                             options=StateDictOptions(full_state_dict=True))
-
-
-def _keep_previews(cfg: TrainConfig, new: list) -> list:
-    """Previews go to disk when a preview dir is set, so a resumed run still has the earlier ones for the reel."""
-    if not cfg.preview_dir or not new:
-        return new
-    import pickle
-
-    os.makedirs(cfg.preview_dir, exist_ok=True)
-    for p in new:
-        path = os.path.join(cfg.preview_dir, f"step{p.step:06d}_{abs(hash(p.prompt)) % 10**8:08d}.pkl")
-        with open(path + ".tmp", "wb") as fh:
-            pickle.dump(p, fh)
-        os.replace(path + ".tmp", path)
-    return []
-
-
-def _all_previews(cfg: TrainConfig, in_memory: list) -> list:
-    if not cfg.preview_dir or not os.path.isdir(cfg.preview_dir):
-        return in_memory
-    import pickle
-
-    out = []
-    for name in sorted(os.listdir(cfg.preview_dir)):
-        if name.endswith(".pkl"):
-            with open(os.path.join(cfg.preview_dir, name), "rb") as fh:
-                out.append(pickle.load(fh))
-    return out
+    return write
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry: the adapter travels back to the driver as a Ray Train checkpoint (local or S3 storage)."""
+    """Ray Train entry: checkpoints and the final adapter travel through Ray Train's run storage (local or S3);
+    logged rows go to the driver's node as metrics-only reports (see run.MetricsFile)."""
     import ray.train
+
+    from ..storage import node_local_copy
 
     ctx = ray.train.get_context()
 
     def report(metrics: dict, directory: str | None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(directory) if directory else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)
+
+    def log(row: dict) -> None:
+        ray.train.report({"row": row})
 
     worker = WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
-    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts the workers after a failure
-    if checkpoint is None:
-        run_worker(TrainConfig.from_dict(config), worker, report)
+    cfg = TrainConfig.from_dict(config)
+    # multi-node runs keep the latent cache and model in shared storage: one copy per node, fetched once
+    cfg = dataclasses.replace(cfg, cache_dir=node_local_copy(cfg.cache_dir), model_dir=node_local_copy(cfg.model_dir))
+    restart = ray.train.get_checkpoint()  # set after a worker failure, or when a crashed run is started again
+    if restart is None:
+        run_worker(cfg, worker, report, log=log)
         return
-    with checkpoint.as_directory() as directory:
-        run_worker(TrainConfig.from_dict(config), worker, report, resume_from=directory)
+    with restart.as_directory() as directory:
+        run_worker(cfg, worker, report, resume_from=directory, log=log)
 
 
 def _load_decoders(model_dir: str, items, device) -> dict:

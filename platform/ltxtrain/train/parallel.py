@@ -32,13 +32,33 @@ def shard_transformer(transformer: nn.Module, bf16: bool) -> nn.Module:
     return transformer
 
 
-def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Unsharded state dict on CPU (collective: every rank must call it; rank 0 uses the result)."""
+def broadcast_from_rank0(model: nn.Module, full_state: dict[str, torch.Tensor] | None) -> None:
+    """Collective: fill a sharded model whose storage was just allocated (`to_empty`) from rank 0's full state
+    dict, one tensor at a time; the other ranks pass None and never read the weights file."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, full_state or {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded trainable weights on CPU (collective: every rank must call it; rank 0 uses the result). Frozen
+    base weights are left out, so exporting a LoRA never gathers the 22B base model."""
     if not is_distributed() or dist.get_world_size() == 1:
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return {k: p.detach().cpu() for k, p in model.named_parameters() if p.requires_grad}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                ignore_frozen_params=True))
+
+
+def iter_full_state(model: nn.Module):
+    """Collective: (name, whole tensor on CPU) for every weight, gathered one at a time, so writing a full
+    fine-tune never needs the whole model in one process's memory."""
+    for name, value in model.state_dict().items():
+        if hasattr(value, "full_tensor"):
+            value = value.full_tensor()
+        yield name, value.detach().cpu()
 
 
 def all_mean(value: float) -> float:

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 
 from .config import TrainConfig
-from .loop import LORA_FILE, MODEL_FILE, REEL_FILE, train_loop_per_worker
+from .loop import LORA_FILE, MODEL_DIR, REEL_FILE, train_loop_per_worker
 
 
 @dataclass
@@ -16,7 +16,43 @@ class TrainOutcome:
     adapter_path: str | None  # peft-keyed LoRA weights (float32 safetensors); None for full fine-tunes
     metrics: dict
     reel_path: str | None = None  # validation reel, when the request had validation entries
-    model_path: str | None = None  # full fine-tune: all transformer weights (diffusers key names)
+    model_dir: str | None = None  # full fine-tune: diffusers-layout safetensors (one file, or shards + index)
+
+
+def metrics_file_callback(path: str):
+    """A Ray Train callback that appends each logged row to `path`. It runs in the Train controller, which Ray
+    places on the driver's node, so metrics.jsonl lands beside the job's outputs even when rank 0 is on another
+    machine. A row whose step is not past the file's last one means the run went back to a checkpoint (a worker
+    restart, a crashed job run again) or started afresh: the rows from that step on are dropped first, so the
+    file always reads as one run."""
+    from ray.train import UserCallback
+
+    class MetricsFile(UserCallback):
+        last_step: int | None = None
+
+        def after_report(self, run_context, metrics, checkpoint):
+            row = metrics[0].get("row") if metrics else None
+            if row is None:
+                return
+            if self.last_step is None:
+                self.last_step = max((r["step"] for r in _read_rows(path)), default=0)
+            if row["step"] <= self.last_step:
+                kept = [r for r in _read_rows(path) if r["step"] < row["step"]]
+                with open(path + ".tmp", "w") as fh:
+                    fh.writelines(json.dumps(r) + "\n" for r in kept)
+                os.replace(path + ".tmp", path)
+            with open(path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            self.last_step = row["step"]
+
+    return MetricsFile()
+
+
+def _read_rows(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool, storage_path: str,
@@ -26,15 +62,26 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from ..storage import forwarded_env, is_remote, resolve
+
+    filesystem = None
+    if is_remote(storage_path):
+        # An explicit filesystem carries the endpoint and region to the Train controller, and the workers get the
+        # AWS settings too (they read the latent cache and model from storage), even when this driver joined a
+        # Ray cluster whose nodes were started without them (Serve, tests).
+        filesystem, storage_path = resolve(storage_path)
+
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=cfg.to_dict(),
+        train_loop_config={**cfg.to_dict(), "metrics_path": None},  # the driver-side callback writes them
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(name=name, storage_path=storage_path,
+        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
+                             worker_runtime_env={"env_vars": forwarded_env()} if filesystem else None,
                              failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             callbacks=[metrics_file_callback(cfg.metrics_path)] if cfg.metrics_path else None),
     )
     result = trainer.fit()
     if result.error:
@@ -48,8 +95,12 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
         with open(os.path.join(ckpt, "final_metrics.json")) as fh:
             metrics = json.load(fh)
         copied = {}
-        for key, name_ in (("adapter", LORA_FILE), ("model", MODEL_FILE), ("reel", REEL_FILE)):
+        for key, name_ in (("adapter", LORA_FILE), ("reel", REEL_FILE)):
             if os.path.exists(os.path.join(ckpt, name_)):
                 copied[key] = os.path.join(out_dir, name_)
                 shutil.copyfile(os.path.join(ckpt, name_), copied[key])
+        if os.path.isdir(os.path.join(ckpt, MODEL_DIR)):
+            copied["model"] = os.path.join(out_dir, MODEL_DIR)
+            shutil.rmtree(copied["model"], ignore_errors=True)
+            shutil.copytree(os.path.join(ckpt, MODEL_DIR), copied["model"])
     return TrainOutcome(copied.get("adapter"), metrics, copied.get("reel"), copied.get("model"))

@@ -1,0 +1,284 @@
+"""Shared storage (ltxtrain.storage and a job with --storage) against a real S3 protocol server: moto on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ltxtrain import storage
+from ltxtrain.jobs import JobOptions, JobStorage, resolve_job_model, storage_key
+from ltxtrain.sampledata import make_dataset_zip
+
+pafs = pytest.importorskip("pyarrow.fs")
+
+BUCKET = "bucket"
+AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_EC2_METADATA_DISABLED")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 server on 127.0.0.1 with one bucket; the standard AWS variables point this process at it."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+            mp.delenv(key, raising=False)
+        for key, value in zip(AWS_ENV, (f"http://{host}:{port}", "testing", "testing", "us-east-1", "true")):
+            mp.setenv(key, value)
+        admin = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", access_key="testing",
+                                  secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+        admin.create_dir(BUCKET)
+        yield SimpleNamespace(fs=admin, endpoint=f"http://{host}:{port}")
+    server.stop()
+
+
+def _objects(fs, prefix: str) -> dict[str, pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return {os.path.relpath(i.path, prefix): i for i in infos if i.type == pafs.FileType.File}
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A small latent-cache-like folder: nested files, a manifest, a half-written temp file and a symlink."""
+    root = tmp_path / "src"
+    (root / "video").mkdir(parents=True)
+    (root / "text").mkdir()
+    for i in range(5):
+        (root / "video" / f"s{i}.safetensors").write_bytes(os.urandom(1000 + i))
+    (root / "text" / "t0.safetensors").write_bytes(os.urandom(300))
+    (root / "manifest.json").write_text(json.dumps({"samples": 5}))
+    (root / "video" / ".s9.safetensors.123.tmp").write_bytes(b"half")  # never copied
+    (tmp_path / "elsewhere.bin").write_bytes(b"linked")
+    (root / "linked.bin").symlink_to(tmp_path / "elsewhere.bin")  # copied as a file
+    return root
+
+
+@pytest.fixture
+def copies(monkeypatch):
+    """Every file copy storage makes, in order (source, destination)."""
+    done, lock, real = [], threading.Lock(), storage._copy
+
+    def record(src_fs, src, dst_fs, dst, uri):
+        real(src_fs, src, dst_fs, dst, uri)
+        with lock:
+            done.append((src, dst))
+
+    monkeypatch.setattr(storage, "_copy", record)
+    return done
+
+
+def test_uris_and_local_paths():
+    assert storage.is_remote("s3://b/p") and storage.is_remote("gs://b/p")
+    assert not any(storage.is_remote(p) for p in ("/data/x", "rel/x", "file:///data/x", "C:\\data"))
+    assert storage.join("s3://b/p/", "cache", "x") == "s3://b/p/cache/x"
+    assert storage.join("s3://b", "models") == "s3://b/models"
+    assert storage.join("s3://b/p?scheme=http", "c") == "s3://b/p/c?scheme=http"
+    assert storage.join("/a/b", "c") == "/a/b/c"
+    assert storage.node_local_copy("/some/local/folder") == "/some/local/folder"  # unchanged, nothing fetched
+    fs, path = storage.resolve("file:///tmp/x")
+    assert isinstance(fs, pafs.LocalFileSystem) and path == "/tmp/x"
+
+
+def test_upload_download_round_trip(s3, folder, tmp_path):
+    uri = f"s3://{BUCKET}/round/cache"
+    copied = storage.upload_dir(folder, uri)
+    assert sorted(copied) == sorted(_tree(folder).keys() - {"video/.s9.safetensors.123.tmp"})
+    assert set(_objects(s3.fs, f"{BUCKET}/round/cache")) == set(copied)
+    back = tmp_path / "back"
+    assert sorted(storage.download_dir(uri, back)) == sorted(copied)
+    expected = {k: v for k, v in _tree(folder).items() if not k.endswith(".tmp")}
+    assert _tree(back) == expected
+    assert not [p for p in back.rglob("*") if p.name.endswith(".part")]  # temporary names were renamed away
+
+
+def test_second_upload_copies_nothing_then_only_what_changed(s3, folder):
+    uri = f"s3://{BUCKET}/skip/cache"
+    storage.upload_dir(folder, uri)
+    before = {k: i.mtime for k, i in _objects(s3.fs, f"{BUCKET}/skip/cache").items()}
+    time.sleep(1.1)  # S3 modification times have 1 s resolution
+    assert storage.upload_dir(folder, uri) == []
+    assert {k: i.mtime for k, i in _objects(s3.fs, f"{BUCKET}/skip/cache").items()} == before
+    (folder / "video" / "s0.safetensors").write_bytes(os.urandom(2000))  # new size: copied
+    (folder / "video" / "s1.safetensors").write_bytes(os.urandom(1001))  # same size: a data file is trusted
+    (folder / "manifest.json").write_text(json.dumps({"samples": 6}))  # same size, new bytes: the marker is copied
+    assert storage.upload_dir(folder, uri) == ["video/s0.safetensors", "manifest.json"]
+
+
+def test_manifest_is_written_after_everything_else(s3, folder, tmp_path, copies):
+    storage.upload_dir(folder, f"s3://{BUCKET}/order/cache")
+    assert len(copies) == 8 and copies[-1][1].endswith("/manifest.json")
+    copies.clear()
+    storage.download_dir(f"s3://{BUCKET}/order/cache", tmp_path / "down")
+    assert len(copies) == 8 and copies[-1][1].endswith(os.sep + "manifest.json")
+
+
+def test_node_local_copy_downloads_once_for_concurrent_callers(s3, folder, tmp_path, copies, monkeypatch):
+    uri = f"s3://{BUCKET}/shared/cache"
+    storage.upload_dir(folder, uri)
+    copies.clear()
+    real = storage._copy
+
+    def slow(*args):  # keep the first caller busy while the second one arrives
+        time.sleep(0.05)
+        real(*args)
+
+    monkeypatch.setattr(storage, "_copy", slow)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(storage.node_local_copy(uri, root=tmp_path / "node"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(set(results)) == 1
+    local = Path(results[0])
+    assert local.name == "cache" and local.parent.parent == tmp_path / "node"
+    assert len(copies) == 8  # every file once, whichever caller came first
+    assert _tree(local) == {k: v for k, v in _tree(folder).items() if not k.endswith(".tmp")}
+    # a later call fetches only what changed at the URI
+    (folder / "text" / "t1.safetensors").write_bytes(b"new caption")
+    storage.upload_dir(folder, uri)
+    copies.clear()
+    assert storage.node_local_copy(uri, root=tmp_path / "node") == str(local)
+    assert [os.path.basename(dst) for _, dst in copies] == ["t1.safetensors"]
+    # a single file keeps its name (a single-file checkpoint's stem names its converted model)
+    one = storage.node_local_copy(f"{uri}/video/s2.safetensors", root=tmp_path / "node")
+    assert one.endswith("/s2.safetensors") and Path(one).read_bytes() == (folder / "video" / "s2.safetensors").read_bytes()
+
+
+def test_errors_name_the_uri(s3, tmp_path):
+    missing = f"s3://{BUCKET}/no/such/thing"
+    for call in (lambda: storage.node_local_copy(missing, root=tmp_path), lambda: storage.download_dir(missing, tmp_path)):
+        with pytest.raises(FileNotFoundError, match=missing):
+            call()
+    with pytest.raises(OSError, match="s3://no-such-bucket-here/x"):
+        storage.node_local_copy("s3://no-such-bucket-here/x", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="s3://bucket/up"):
+        storage.upload_dir(tmp_path / "absent", "s3://bucket/up")
+
+
+def test_job_storage_layout_and_fresh_head_node(s3, folder, tmp_path):
+    """What a job does around preprocessing: publish the cache, and on a fresh head node fetch it back first."""
+    out = tmp_path / "jobs" / "job-7"
+    shared = JobStorage.for_job(out, f"s3://{BUCKET}/runs")
+    key = storage_key(out)
+    assert key.startswith("job-7-") and key == storage_key(tmp_path / "jobs" / ".." / "jobs" / "job-7")
+    assert key != storage_key(tmp_path / "other" / "job-7")
+    assert shared.ray_results == f"s3://{BUCKET}/runs/{key}/ray_results"
+    os.makedirs(shared.work)
+    os.symlink(folder, shared.local_cache)
+    assert shared.push_cache() == f"s3://{BUCKET}/runs/{key}/cache"
+    os.unlink(shared.local_cache)  # the next head node starts without it
+    shared.pull_cache()
+    assert _tree(Path(shared.local_cache)) == {k: v for k, v in _tree(folder).items() if not k.endswith(".tmp")}
+    # models: a local folder is uploaded once under models/<name>; a remote folder is used where it is
+    model = tmp_path / "tiny-x"
+    (model / "transformer").mkdir(parents=True)
+    (model / "model_index.json").write_text("{}")
+    (model / "transformer" / "w.safetensors").write_bytes(os.urandom(64))
+    assert shared.model_for_workers(str(model)) == f"s3://{BUCKET}/runs/models/tiny-x"
+    assert set(_objects(s3.fs, f"{BUCKET}/runs/models/tiny-x")) == {"model_index.json", "transformer/w.safetensors"}
+    # a remote model folder: the driver resolves a node-local copy, the workers get the URI itself
+    storage.upload_dir(model, f"s3://{BUCKET}/zoo/ltx-x")
+    opts = JobOptions(model=f"s3://{BUCKET}/zoo/ltx-x", home=tmp_path / "home")
+    local, for_workers = resolve_job_model(opts, shared)
+    assert for_workers == f"s3://{BUCKET}/zoo/ltx-x" and Path(local).name == "ltx-x"
+    assert Path(local).is_relative_to(tmp_path / "home" / "storage") and (Path(local) / "model_index.json").is_file()
+    assert JobStorage.for_job(out, None).ray_results == str(out / "work" / "ray_results")
+    assert JobStorage.for_job(out, None).model_for_workers(str(model)) == str(model)
+
+
+def test_cli_and_environment_name_the_storage(monkeypatch, tmp_path):
+    from ltxtrain import cli, jobs
+
+    seen = []
+
+    def fake_run_job(endpoint, payload, out, opts):
+        seen.append(opts)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(jobs, "run_job", fake_run_job)
+    (tmp_path / "r.json").write_text("{}")
+    args = ["train", "t2v", str(tmp_path / "r.json"), "--out", str(tmp_path / "o")]
+    monkeypatch.delenv("LTXTRAIN_STORAGE", raising=False)
+    for extra, env, expected in (([], None, None), (["--storage", "s3://b/p"], None, "s3://b/p"),
+                                 ([], "s3://b/env", "s3://b/env"), (["--storage", "s3://b/p"], "s3://b/env", "s3://b/p")):
+        if env:
+            monkeypatch.setenv("LTXTRAIN_STORAGE", env)
+        with pytest.raises(SystemExit):
+            cli.main(args + extra)
+        assert seen.pop().storage == expected
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("st")
+    return make_dataset_zip(str(d / "clips.zip"), kind="video", n=2, seconds=0.6, fps=25, width=160, height=96)
+
+
+DRIVER = """
+import json, sys
+from ltxtrain.jobs import JobOptions, run_job
+payload, out, address, storage = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+result = run_job("t2v", payload, out, JobOptions(model="tiny", address=address, num_workers=1, use_gpu=False,
+                                                 checkpoint_every=50, max_failures=0, storage=storage))
+print("RESULT " + result.model_dump_json())
+"""
+
+
+def test_job_with_s3_storage(ray_cluster, tiny_model, s3, dataset, tmp_path):
+    """A whole job with --storage s3://: checkpoints go to the bucket, the cache and the model are published there
+    for the workers (which copy them node-locally), and a finished job leaves no checkpoints behind. The job runs as
+    its own driver, like `ltxtrain train --address`, so the S3 settings and credentials reach its workers through
+    the job's runtime_env: the shared head node was started before they were set, and workers inherit its env."""
+    out = tmp_path / "job"
+    prefix = f"{BUCKET}/e2e"
+    key = storage_key(out)
+    payload = {"training_data_url": dataset, "resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9,
+               "rank": 8, "learning_rate": 2e-3, "number_of_steps": 100}
+    seen, stop = set(), threading.Event()
+
+    def watch():  # the checkpoints exist in the bucket while the job runs
+        while not stop.is_set():
+            seen.update(k for k in _objects(s3.fs, f"{prefix}/{key}/ray_results") if "checkpoint_" in k)
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    env = {**ray_cluster["env"], **{k: os.environ[k] for k in AWS_ENV}, "LTXTRAIN_HOME": os.environ["LTXTRAIN_HOME"]}
+    try:
+        proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(payload), str(out), ray_cluster["address"],
+                               f"s3://{prefix}"], env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert result["metrics"]["step"] == 100
+    assert (out / result["lora_file"]["file_name"]).stat().st_size > 0
+    assert seen, "no checkpoint ever appeared in the bucket"
+    assert not _objects(s3.fs, f"{prefix}/{key}/ray_results")  # a finished job drops its restart state
+    assert not (out / "work" / "ray_results").exists()
+    cache = _objects(s3.fs, f"{prefix}/{key}/cache")
+    assert "manifest.json" in cache and sum(k.startswith("video/") for k in cache) == 2
+    assert "model_index.json" in _objects(s3.fs, f"{prefix}/models/{Path(tiny_model).name}")
