@@ -67,24 +67,3 @@ def test_full_fine_tune_trains_and_reloads_from_its_shards(ray_cluster, tiny_mod
     assert tuned_sd.keys() == base_sd.keys() == index["weight_map"].keys()  # every weight, nothing extra
     changed = [k for k in base_sd if not torch.equal(base_sd[k], tuned_sd[k])]
     assert len(changed) > 0.5 * len(base_sd)  # most tensors moved: every weight is trainable
-
-
-def test_a_crashed_job_resumes_when_run_again_with_its_out_dir(ray_cluster, dataset, tmp_path):
-    """What resuming a job by id does after the cluster went down: the same command on the same out dir finds
-    the run snapshot and latest checkpoint in run storage and the latent cache, and finishes the run."""
-    request = {"training_data_url": dataset, **SMALL}
-    out = tmp_path / "job"
-    with pytest.raises(Exception, match="Training failed"):  # no restarts allowed: the run fails at step 60
-        run_job("t2v", request, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False,
-                                                     checkpoint_every=25, max_failures=0, fail_at_step=60))
-    assert not (out / "result.json").exists()
-    cached = sorted(p.name for p in (out / "work" / "cache").rglob("*.safetensors"))
-    assert cached
-    mtimes = {p: p.stat().st_mtime_ns for p in (out / "work" / "cache").rglob("*.safetensors")}
-    result = run_job("t2v", request, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False,
-                                                          checkpoint_every=25, max_failures=0))
-    assert result.metrics["step"] == 100 and result.metrics["resumed_from_step"] in (25, 50)
-    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # preprocessing was not redone
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(10, 101, 10))  # the crashed run's rows up to the checkpoint, then the resumed ones
-    assert not (out / "work" / "ray_results").exists()  # a finished job leaves no restart state behind

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from ltxtrain import storage
-from ltxtrain.jobs import JobOptions, JobStorage, resolve_job_model, storage_key
+from ltxtrain.jobs import JobOptions, JobStorage, resolve_job_model, run_job, storage_key
 from ltxtrain.sampledata import make_dataset_zip
 
 pafs = pytest.importorskip("pyarrow.fs")
@@ -236,49 +235,34 @@ def dataset(tmp_path_factory):
     return make_dataset_zip(str(d / "clips.zip"), kind="video", n=2, seconds=0.6, fps=25, width=160, height=96)
 
 
-DRIVER = """
-import json, sys
-from ltxtrain.jobs import JobOptions, run_job
-payload, out, address, storage = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-result = run_job("t2v", payload, out, JobOptions(model="tiny", address=address, num_workers=1, use_gpu=False,
-                                                 checkpoint_every=50, max_failures=0, storage=storage))
-print("RESULT " + result.model_dump_json())
-"""
-
-
-def test_job_with_s3_storage(ray_cluster, tiny_model, s3, dataset, tmp_path):
-    """A whole job with --storage s3://: checkpoints go to the bucket, the cache and the model are published there
-    for the workers (which copy them node-locally), and a finished job leaves no checkpoints behind. The job runs as
-    its own driver, like `ltxtrain train --address`, so the S3 settings and credentials reach its workers through
-    the job's runtime_env: the shared head node was started before they were set, and workers inherit its env."""
+def test_a_crashed_job_resumes_from_its_s3_checkpoint_when_run_again(ray_cluster, tiny_model, s3, dataset,
+                                                                     tmp_path):
+    """Resuming a job by id after the cluster went down: a run with --storage s3:// dies at step 60 with no restarts
+    left; its checkpoints are in the bucket, not on the head's disk. Run again with the same --out after its local
+    work dir is gone (a fresh head node), it fetches the latent cache, finds the run snapshot, carries on from the
+    newest checkpoint and finishes; a finished job leaves no checkpoints behind. The driver is this process: the
+    S3 settings reach the Train controller and workers through run_training (the shared head node was started
+    before they were set)."""
     out = tmp_path / "job"
     prefix = f"{BUCKET}/e2e"
     key = storage_key(out)
     payload = {"training_data_url": dataset, "resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9,
                "rank": 8, "learning_rate": 2e-3, "number_of_steps": 100}
-    seen, stop = set(), threading.Event()
-
-    def watch():  # the checkpoints exist in the bucket while the job runs
-        while not stop.is_set():
-            seen.update(k for k in _objects(s3.fs, f"{prefix}/{key}/ray_results") if "checkpoint_" in k)
-            time.sleep(0.3)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    env = {**ray_cluster["env"], **{k: os.environ[k] for k in AWS_ENV}, "LTXTRAIN_HOME": os.environ["LTXTRAIN_HOME"]}
-    try:
-        proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(payload), str(out), ray_cluster["address"],
-                               f"s3://{prefix}"], env=env, capture_output=True, text=True, timeout=600)
-    finally:
-        stop.set()
-        watcher.join(5)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
-    assert result["metrics"]["step"] == 100
-    assert (out / result["lora_file"]["file_name"]).stat().st_size > 0
-    assert seen, "no checkpoint ever appeared in the bucket"
-    assert not _objects(s3.fs, f"{prefix}/{key}/ray_results")  # a finished job drops its restart state
-    assert not (out / "work" / "ray_results").exists()
+    opts = dict(model="tiny", num_workers=2, use_gpu=False, checkpoint_every=25, max_failures=0,
+                storage=f"s3://{prefix}")
+    with pytest.raises(Exception, match="Training failed"):
+        run_job("t2v", payload, str(out), JobOptions(**opts, fail_at_step=60))
+    assert any("checkpoint_" in k and k.endswith("trainer_state.json")
+               for k in _objects(s3.fs, f"{prefix}/{key}/ray_results"))
+    assert not (out / "work" / "ray_results").exists()  # run storage is the bucket, not the head's disk
     cache = _objects(s3.fs, f"{prefix}/{key}/cache")
     assert "manifest.json" in cache and sum(k.startswith("video/") for k in cache) == 2
     assert "model_index.json" in _objects(s3.fs, f"{prefix}/models/{Path(tiny_model).name}")
+
+    shutil.rmtree(out / "work")
+    result = run_job("t2v", payload, str(out), JobOptions(**opts))
+    assert result.metrics["step"] == 100 and result.metrics["resumed_from_step"] in (25, 50)
+    assert (out / result.lora_file.file_name).stat().st_size > 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 101, 10))  # the crashed run's rows up to its checkpoint, then the resumed ones
+    assert not _objects(s3.fs, f"{prefix}/{key}/ray_results")  # a finished job drops its restart state
