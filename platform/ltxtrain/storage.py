@@ -192,7 +192,7 @@ def node_local_copy(uri_or_path: str | os.PathLike, root: str | os.PathLike | No
     u = u._replace(path=u.path.rstrip("/"))  # s3://b/p/ and s3://b/p are one copy
     digest = hashlib.sha1(urlunsplit(u).encode()).hexdigest()[:16]
     dest = root / digest / (posixpath.basename(u.path) or u.netloc)
-    with _flock(root / f".{digest}.lock"):
+    with file_lock(root / f".{digest}.lock"):
         fs, path = resolve(uri)
         info = _info(fs, path, uri)
         if info.type == pafs.FileType.NotFound:
@@ -312,7 +312,9 @@ def _copy(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: str, 
 
 
 @contextlib.contextmanager
-def _flock(path: Path):
+def file_lock(path: str | os.PathLike):
+    """An exclusive flock on `path` (created if missing): one holder per file across processes on a node."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:

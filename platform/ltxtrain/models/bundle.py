@@ -18,9 +18,7 @@ sibling folder and renamed into place, so a folder that exists is always complet
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -81,16 +79,10 @@ def _is_pipeline_dir(path: str) -> bool:
                                     or os.path.isfile(os.path.join(path, "transformer", "config.json")))
 
 
-@contextlib.contextmanager
 def _build_lock(cache_dir: str, name: str):
-    os.makedirs(cache_dir, exist_ok=True)
-    fd = os.open(os.path.join(cache_dir, f".{name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    from ..storage import file_lock
+
+    return file_lock(os.path.join(cache_dir, f".{name}.lock"))
 
 
 def _publish(tmp: str, final: str) -> None:
