@@ -5,6 +5,8 @@
     GET  /requests/{id}                 the outputs, with download URLs             (409 while not finished)
     GET  /requests/{id}/files/{name}    one output file (or metrics.jsonl)
     PUT  /requests/{id}/cancel
+    POST /requests/{id}/resume          a FAILED or CANCELLED training, again as its next attempt → 202
+                                        (409 otherwise; alias POST /jobs/{id}/resume)
     GET  /requests                      this user's trainings, newest first
     POST /inference/{endpoint}          one sample with a LoRA (request_id or lora_url) → video/mp4
     GET  /                              HTML list of the user's jobs
@@ -71,15 +73,21 @@ def create_app(config: ServeConfig, inference=None, store: JobStore | None = Non
         b = f"{base(request)}/requests/{job_id}"
         return {"status_url": f"{b}/status", "response_url": b, "cancel_url": f"{b}/cancel"}
 
+    def resume_url(request: Request, job: JobRecord) -> str | None:
+        """Where the owner resumes the job, while it can be resumed."""
+        if job.status == FAILED or (job.status == CANCELLED and not job.stop_pending):
+            return f"{base(request)}/requests/{job.id}/resume"
+        return None
+
     def own_job(request_id: str, user: str) -> JobRecord:
         job = store.get(request_id)
         if job is None or job.owner != user:  # someone else's job does not exist for this user
             raise HTTPException(404, detail=[{"loc": ["path", "request_id"], "msg": f"no request '{request_id}'"}])
         return job
 
-    def status_body(job: JobRecord, logs: bool = False) -> dict:
+    def status_body(request: Request, job: JobRecord, logs: bool = False) -> dict:
         body = {"request_id": job.id, "endpoint": job.endpoint, "status": job.status, "created": job.created,
-                "updated": job.updated}
+                "updated": job.updated, "attempt": job.attempt + 1, "resumed": job.attempt}
         if job.status == IN_QUEUE:
             body["queue_position"] = store.queue_position(job)
         elif job.status == IN_PROGRESS:
@@ -91,6 +99,8 @@ def create_app(config: ServeConfig, inference=None, store: JobStore | None = Non
             body.update(error=err.get("msg", "failed"), billing_units=0)
             if err.get("detail"):
                 body["detail"] = err["detail"]
+        if url := resume_url(request, job):
+            body["resume_url"] = url
         if logs:
             body["logs"] = runner.logs(job)
         return body
@@ -133,7 +143,8 @@ def create_app(config: ServeConfig, inference=None, store: JobStore | None = Non
             jobs.append({
                 "request_id": job.id, "endpoint": job.endpoint, "status": job.status, "created": job.created,
                 "detail": detail, "outputs": [(f["file_name"], f["url"]) for f in outs.values() if f],
-                "video": (outs.get("video") or {}).get("url"),
+                "video": (outs.get("video") or {}).get("url"), "resumed": job.attempt,
+                "resume_url": resume_url(request, job),
                 "metrics": read_metrics(Path(job.out_dir) / "metrics.jsonl", limit=2000),
             })
         return HTMLResponse(page.jobs_page(user, jobs))
@@ -145,13 +156,13 @@ def create_app(config: ServeConfig, inference=None, store: JobStore | None = Non
         for job in store.list_for(user, limit=limit, offset=offset):
             items.append({"request_id": job.id, "endpoint": job.endpoint, "status": job.status,
                           "created": job.created, "updated": job.updated, "billing_units": job.billing_units,
-                          **urls(request, job.id)})
+                          "resumed": job.attempt, **urls(request, job.id)})
         return {"requests": items}
 
     @app.get("/requests/{request_id}/status")
     def status(request_id: str, request: Request, logs: bool = False):
         job = runner.refresh(own_job(request_id, auth.user(request, allow_cookie=True)))
-        return status_body(job, logs)
+        return status_body(request, job, logs)
 
     @app.get("/requests/{request_id}")
     def response(request_id: str, request: Request):
@@ -194,6 +205,27 @@ def create_app(config: ServeConfig, inference=None, store: JobStore | None = Non
             return problem(409, ["path", "request_id"], f"request '{job.id}' is already {job.status}",
                            request_id=job.id, status=job.status)
         return {"request_id": job.id, "status": job.status}
+
+    @app.post("/requests/{request_id}/resume", status_code=202)
+    @app.post("/jobs/{request_id}/resume", status_code=202, include_in_schema=False)  # alias
+    def resume(request_id: str, request: Request):
+        """Queue a FAILED or CANCELLED training again. It runs as a new Ray job on the same output directory, so it
+        carries on from its latest checkpoint, without preprocessing again."""
+        job = own_job(request_id, auth.user(request))
+        job = runner.refresh(job) if job.status in ACTIVE else job
+        if not runner.resume(job):
+            job = store.get(job.id)
+            if job.status == COMPLETED:
+                msg = f"request '{job.id}' is COMPLETED; there is nothing to resume"
+            elif job.status == CANCELLED:
+                msg = f"request '{job.id}' was cancelled and its Ray job has not stopped yet; try again shortly"
+            else:
+                msg = f"request '{job.id}' is {job.status}; only FAILED or CANCELLED requests can be resumed"
+            return problem(409, ["path", "request_id"], msg, request_id=job.id, status=job.status)
+        job = store.get(job.id)
+        return JSONResponse({"request_id": job.id, **urls(request, job.id), "status": job.status,
+                             "queue_position": store.queue_position(job), "attempt": job.attempt + 1,
+                             "resumed": job.attempt}, status_code=202)
 
     @app.post("/inference/{endpoint:path}")
     async def infer(endpoint: str, request: Request):

@@ -11,6 +11,8 @@
 | workers | LTXTRAIN_SERVE_WORKERS | none (the job picks: GPUs, or 2 on CPU) |
 | cpu | LTXTRAIN_SERVE_CPU | false (1/true: pass --cpu to every job) |
 | max_running | LTXTRAIN_SERVE_MAX_RUNNING | 1 (0 holds the queue: nothing starts) |
+| auto_resume_attempts | LTXTRAIN_SERVE_AUTO_RESUME | 2 — times in a row a job whose Ray job vanished (cluster restart) is
+  queued again to resume; then it fails (0: fail at once); the owner can still resume it by hand |
 | allow_private_urls | LTXTRAIN_SERVE_ALLOW_PRIVATE_URLS | false (true: loopback/private hosts and local paths allowed) |
 | scheduler_interval_s | LTXTRAIN_SERVE_SCHEDULER_INTERVAL | 2.0 (0: no background thread; the queue moves on requests) |
 | public_url | LTXTRAIN_SERVE_PUBLIC_URL | the request's own base URL |
@@ -63,6 +65,7 @@ class ServeConfig:
     workers: int | None = None
     cpu: bool = False
     max_running: int = 1
+    auto_resume_attempts: int = 2  # requeues in a row of a job whose Ray job no longer exists (cluster restart)
     allow_private_urls: bool = False
     scheduler_interval_s: float = 2.0
     job_env: dict[str, str] = field(default_factory=dict)
@@ -78,6 +81,8 @@ class ServeConfig:
     def __post_init__(self):
         if self.max_running < 0:
             raise ValueError(f"max_running must be >= 0, got {self.max_running}")
+        if self.auto_resume_attempts < 0:
+            raise ValueError(f"auto_resume_attempts must be >= 0, got {self.auto_resume_attempts}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         self.dashboard = self.dashboard if "://" in self.dashboard else f"http://{self.dashboard}"
@@ -106,6 +111,8 @@ class ServeConfig:
         values["cpu"] = _bool(env.get("LTXTRAIN_SERVE_CPU"), False)
         if env.get("LTXTRAIN_SERVE_MAX_RUNNING"):
             values["max_running"] = int(env["LTXTRAIN_SERVE_MAX_RUNNING"])
+        if env.get("LTXTRAIN_SERVE_AUTO_RESUME"):
+            values["auto_resume_attempts"] = int(env["LTXTRAIN_SERVE_AUTO_RESUME"])
         values["allow_private_urls"] = _bool(env.get("LTXTRAIN_SERVE_ALLOW_PRIVATE_URLS"), False)
         if env.get("LTXTRAIN_SERVE_SCHEDULER_INTERVAL"):
             values["scheduler_interval_s"] = float(env["LTXTRAIN_SERVE_SCHEDULER_INTERVAL"])

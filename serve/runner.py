@@ -8,8 +8,15 @@ Ray job. Claims are compare-and-set transactions in SQLite, so several replicas 
 database never start a job twice. Reads of a job's status also reconcile that job, so answers are fresh even
 between scheduler ticks; with `scheduler_interval_s = 0` there is no thread and reads pump the queue instead.
 
-Each job's Ray submission id is `ltxtrain-<request id>`: a restarted app finds its jobs again without any state
-beyond the database.
+Each job's Ray submission id is `ltxtrain-<request id>` (`ltxtrain-<request id>-r<n>` for its n-th resumption): a
+restarted app finds its jobs again without any state beyond the database.
+
+Resuming: a job's output directory is its restart state (Ray Train's run snapshot and checkpoints under
+`work/ray_results`, the latent cache under `work/cache`), so a new Ray job running the same entrypoint on the same
+`--out` carries on from the latest checkpoint without preprocessing again. When Ray answers that a submitted job does
+not exist — its Jobs table went with a restarted head node — the record goes back to the queue as the next attempt,
+at most `auto_resume_attempts` times in a row; after that it is FAILED, and its owner can resume it by hand
+(`resume`, `POST /requests/{id}/resume`), as any FAILED or stopped CANCELLED job.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ CLAIM_GRACE_S = 120.0  # a claim older than this with no recorded submission is 
 ENTRYPOINT = "jobs/train.py"  # the library CLI's `train`; --strict-urls keeps user URLs public
 
 
-def ray_job_id_for(job_id: str) -> str:
-    return f"ltxtrain-{job_id}"
+def ray_job_id_for(job_id: str, attempt: int = 0) -> str:
+    """The Ray submission id of a job's attempt (attempt 0 keeps the original `ltxtrain-<id>`)."""
+    return f"ltxtrain-{job_id}" if attempt == 0 else f"ltxtrain-{job_id}-r{attempt}"
 
 
 class RayUnavailable(Exception):
@@ -105,6 +113,10 @@ class Runner:
         return " ".join(shlex.quote(p) for p in parts)
 
     def _start(self, job: JobRecord) -> None:
+        if job.attempt > 0:
+            # A resumption: the result.json of an earlier attempt (a rejected dataset) must not be read as this
+            # attempt's. The earlier Ray job is over (failed, stopped or gone), so nothing else writes here now.
+            (Path(job.out_dir) / "result.json").unlink(missing_ok=True)
         env = {"HF_HUB_OFFLINE": "1", **self.config.job_env}
         runtime_env = {"working_dir": self.config.repo_root, "env_vars": env}
         try:
@@ -113,21 +125,22 @@ class Runner:
                                    metadata={"ltxtrain_request_id": job.id, "owner": job.owner,
                                              "endpoint": job.endpoint})
         except RuntimeError as exc:  # the Jobs API answered with an error
-            if "already exists" in str(exc):  # an earlier attempt got through after all
-                self.store.mark_submitted(job.id)
+            if "already exists" in str(exc):  # an earlier try got through after all
+                self.store.mark_submitted(job.id, job.ray_job_id)
                 return
             if not re.search(r"status code 4\d\d", str(exc)):  # 5xx, e.g. "No available agent": try again later
                 log.warning("cannot submit %s now (will retry): %s", job.id, exc)
                 self.store.requeue(job.id)
                 return
             log.exception("submission of %s failed", job.id)
-            self.store.finish(job.id, FAILED, error={"msg": f"the job could not be submitted to Ray: {exc}"})
+            self.store.finish(job.id, FAILED, error={"msg": f"the job could not be submitted to Ray: {exc}"},
+                              ray_job_id=job.ray_job_id)
             return
         except Exception as exc:  # noqa: BLE001 - RayUnavailable, connection errors: nothing was submitted
             log.warning("cannot submit %s now (will retry): %s", job.id, exc)
             self.store.requeue(job.id)
             return
-        if not self.store.mark_submitted(job.id):
+        if not self.store.mark_submitted(job.id, job.ray_job_id):
             # Cancelled between the claim and the submission: stop what was just started.
             self._stop_ray_job(job)
 
@@ -164,24 +177,44 @@ class Runner:
             return self.store.get(job.id)
         info = self._ray_call(self.client.get_job_info, job.ray_job_id)
         if info is None:
-            self.store.finish(job.id, FAILED, error={"msg": f"the Ray job {job.ray_job_id} no longer exists"})
+            self._lost(job)
+            self.wake()  # a slot is free (and the job may be queued again)
             return self.store.get(job.id)
         status = str(getattr(info.status, "value", info.status))
         if status in ("PENDING", "RUNNING"):
             return job
+        ray_id = job.ray_job_id  # only this attempt's record is ended by news about this Ray job
         if status == "STOPPED":
-            self.store.finish(job.id, CANCELLED)
+            self.store.finish(job.id, CANCELLED, ray_job_id=ray_id)
         elif status == "SUCCEEDED":
             result = read_json(Path(job.out_dir) / "result.json")
             if result is None or result.get("accepted") is False:
-                self.store.finish(job.id, FAILED, error={"msg": "the job ended without a result.json"})
+                self.store.finish(job.id, FAILED, error={"msg": "the job ended without a result.json"},
+                                  ray_job_id=ray_id)
             else:
                 self.store.finish(job.id, COMPLETED, billing_units=int(result.get("billing_units", 0)),
-                                  result=result)
+                                  result=result, ray_job_id=ray_id)
         else:  # FAILED
-            self.store.finish(job.id, FAILED, error=failure_from(job, info.message))
+            self.store.finish(job.id, FAILED, error=failure_from(job, info.message), ray_job_id=ray_id)
         self.wake()  # a slot is free
         return self.store.get(job.id)
+
+    def _lost(self, job: JobRecord) -> None:
+        """Ray has no job `job.ray_job_id` although it was submitted: the cluster was restarted (or the job was
+        deleted). Queue the job again to resume from its output directory, up to `auto_resume_attempts` times in
+        a row; past that it fails, and its owner can resume it by hand."""
+        limit = self.config.auto_resume_attempts
+        if job.auto_resumes < limit:
+            if self.store.requeue_lost(job.id, job.ray_job_id):
+                log.warning("the Ray job %s of request %s no longer exists (was the Ray cluster restarted?); "
+                            "queued again to resume from %s (automatic resumption %d of %d)", job.ray_job_id,
+                            job.id, job.out_dir, job.auto_resumes + 1, limit)
+            return
+        msg = (f"the Ray job {job.ray_job_id} no longer exists (was the Ray cluster restarted?)"
+               + (f" and {job.auto_resumes} automatic resumption(s) did not finish it" if job.auto_resumes else "")
+               + f"; resume it with POST /requests/{job.id}/resume")
+        if self.store.finish(job.id, FAILED, error={"msg": msg}, ray_job_id=job.ray_job_id):
+            log.warning("request %s failed: %s", job.id, msg)
 
     def confirm_stopped(self, job: JobRecord) -> None:
         """A cancelled job frees its slot once Ray reports its job over (stop again if it is still running)."""
@@ -205,6 +238,21 @@ class Runner:
         except RayUnavailable as exc:
             log.warning("Ray unavailable: %s", exc)
             return job
+
+    def resume(self, job: JobRecord) -> bool:
+        """Queue a FAILED or CANCELLED job again as its next attempt (it carries on from its checkpoints and latent
+        cache). False when the job is not resumable: active, COMPLETED, or cancelled and Ray has not yet confirmed
+        that its job stopped."""
+        if job.stop_pending:
+            try:
+                self.confirm_stopped(job)  # a stop Ray has already carried out frees the job at once
+            except RayUnavailable as exc:
+                log.warning("Ray unavailable while confirming a stop: %s", exc)
+        if not self.store.resume(job.id):
+            return False
+        log.info("request %s queued again as attempt %d", job.id, self.store.get(job.id).attempt)
+        self.wake()
+        return True
 
     def cancel(self, job: JobRecord) -> JobRecord:
         previous = self.store.cancel(job.id)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +32,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from serve.app import create_app  # noqa: E402
 from serve.config import ServeConfig  # noqa: E402
 from serve.store import JobStore  # noqa: E402
+
+from types import SimpleNamespace  # noqa: E402
 
 TOKENS = {"key-alice": "alice", "key-bob": "bob"}
 ALICE = {"Authorization": "Key key-alice"}
@@ -256,6 +260,249 @@ def test_ic_lora_round_trip(client, submitted):
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata()["ltxtrain_endpoint"] == "ic-lora/v2v"
         assert f.metadata()["reference_downscale_factor"] == "1"
+
+
+# ------------------------------------------------------------------------------------------------ resume
+# The first schema of the jobs table, as databases made before resumable jobs have it.
+OLD_SCHEMA = """
+CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
+    endpoint TEXT NOT NULL, request TEXT NOT NULL, status TEXT NOT NULL, ray_job_id TEXT, submitted_at REAL,
+    out_dir TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, billing_units INTEGER NOT NULL DEFAULT 0,
+    error TEXT, result TEXT, stop_pending INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX jobs_owner ON jobs (owner, seq);
+CREATE INDEX jobs_status ON jobs (status, seq);
+"""
+
+
+class FakeJobs:
+    """The part of Ray's JobSubmissionClient the Runner uses, answering as Ray does; `restart()` forgets every job,
+    as a restarted head node does (its Jobs table is gone)."""
+
+    def __init__(self):
+        self.jobs: dict[str, str] = {}  # submission id -> status
+        self.submitted: list[tuple[str, str]] = []  # (submission id, entrypoint)
+
+    def submit_job(self, *, entrypoint, submission_id, runtime_env, metadata):
+        if submission_id in self.jobs:
+            raise RuntimeError(f"Request failed with status code 400: Job with submission_id {submission_id} "
+                               f"already exists. Please use a different submission_id.")
+        self.jobs[submission_id] = "RUNNING"
+        self.submitted.append((submission_id, entrypoint))
+        return submission_id
+
+    def _known(self, sid):
+        if sid not in self.jobs:
+            raise RuntimeError(f"Request failed with status code 404: Job {sid} does not exist.")
+
+    def get_job_info(self, sid):
+        from ray.job_submission import JobStatus
+
+        self._known(sid)
+        return SimpleNamespace(status=JobStatus(self.jobs[sid]), message="the job failed")
+
+    def stop_job(self, sid):
+        self._known(sid)
+        return True
+
+    def get_job_logs(self, sid):
+        self._known(sid)
+        return ""
+
+    def restart(self):
+        self.jobs.clear()
+
+
+def fake_config(tmp_path, **overrides) -> ServeConfig:
+    return ServeConfig(**{"db_path": str(tmp_path / "jobs.db"), "out_root": str(tmp_path / "jobs"), "tokens": TOKENS,
+                          "scheduler_interval_s": 0, "max_running": 1, "allow_private_urls": True, **overrides})
+
+
+def test_store_migrates_an_old_database_and_resume_is_compare_and_set(tmp_path):
+    from serve.runner import ray_job_id_for
+
+    db = tmp_path / "jobs.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(OLD_SCHEMA)
+        for i, status in enumerate(("FAILED", "COMPLETED", "CANCELLED", "IN_QUEUE")):
+            conn.execute("INSERT INTO jobs (id, owner, endpoint, request, status, ray_job_id, submitted_at, out_dir, "
+                         "created, updated, error, stop_pending) VALUES (?, 'alice', 't2v', '{}', ?, ?, 1.0, ?, ?, ?, "
+                         "?, ?)", (f"old{i}", status, f"ltxtrain-old{i}", str(tmp_path / f"old{i}"), i, i,
+                                   json.dumps({"msg": "boom"}) if status == "FAILED" else None,
+                                   int(status == "CANCELLED")))
+    store = JobStore(str(db))
+    JobStore(str(db))  # opening it again (another replica) finds nothing left to migrate
+    failed = store.get("old0")
+    assert (failed.status, failed.attempt, failed.auto_resumes, failed.error) == ("FAILED", 0, 0, {"msg": "boom"})
+    assert [store.queue_position(store.get("old3"))] == [1]  # the old queue order is kept
+
+    assert store.resume("old0") and not store.resume("old0")  # FAILED → IN_QUEUE once; now it is queued
+    job = store.get("old0")
+    assert (job.status, job.attempt, job.error, job.submitted_at, job.ray_job_id) == ("IN_QUEUE", 1, None, None, None)
+    assert store.queue_position(job) == 2  # behind the job that was already waiting
+    assert not store.resume("old1") and store.get("old1").status == "COMPLETED"
+    assert not store.resume("old2")  # cancelled, but Ray has not confirmed the stop: it still holds its workers
+    store.stopped("old2")
+    assert store.resume("old2") and store.get("old2").attempt == 1
+    assert not store.resume("nope")
+
+    # claims: oldest queue place first; a resumed attempt gets its own Ray job id, attempt 0 keeps the old one
+    claimed = [store.claim_next(10, ray_job_id_for) for _ in range(4)]
+    assert [(j.id, j.ray_job_id) for j in claimed[:3]] == [("old3", "ltxtrain-old3"), ("old0", "ltxtrain-old0-r1"),
+                                                           ("old2", "ltxtrain-old2-r1")]
+    assert claimed[3] is None
+    # news about an older attempt's Ray job does not end the current attempt
+    assert store.mark_submitted("old0", "ltxtrain-old0-r1")
+    assert not store.finish("old0", "FAILED", ray_job_id="ltxtrain-old0")
+    assert not store.requeue_lost("old0", "ltxtrain-old0")
+    assert store.requeue_lost("old0", "ltxtrain-old0-r1") and not store.requeue_lost("old0", "ltxtrain-old0-r1")
+    job = store.get("old0")
+    assert (job.status, job.attempt, job.auto_resumes) == ("IN_QUEUE", 2, 1)
+    later = store.create("alice", "t2v", {}, lambda i: tmp_path / i)
+    assert store.queue_position(job) == 1 and store.queue_position(later) == 2  # it was running: it goes first
+
+
+def test_a_job_whose_ray_job_vanished_is_resubmitted_as_its_next_attempt(tmp_path, caplog):
+    """After a cluster restart Ray answers "does not exist" for a submitted job: the job is queued again and
+    submitted under a new id with the same entrypoint (the same --out: its checkpoints and cache), a bounded number
+    of times in a row; then it fails with a message that says how to resume it by hand, which resets the bound."""
+    from serve.runner import Runner
+
+    fake = FakeJobs()
+    runner = Runner(fake_config(tmp_path, auto_resume_attempts=2), JobStore(str(tmp_path / "jobs.db")), client=fake)
+    store = runner.store
+    job = runner.submit("alice", "t2v", {"training_data_url": "clips.zip", **SMALL})
+    other = runner.submit("alice", "t2v", {"training_data_url": "clips.zip", **SMALL})
+    runner.pump()
+    assert [sid for sid, _ in fake.submitted] == [f"ltxtrain-{job.id}"]
+    entrypoint = fake.submitted[0][1]
+    assert f"--out {job.out_dir}" in entrypoint
+    (Path(job.out_dir) / "result.json").write_text('{"accepted": false}')  # left by an earlier attempt
+
+    with caplog.at_level(logging.WARNING, logger="ltxtrain.serve"):
+        for attempt in (1, 2):
+            fake.restart()
+            runner.pump()  # reconciles: gone → queued again (first in line: it was running) → submitted again
+            assert fake.submitted[-1] == (f"ltxtrain-{job.id}-r{attempt}", entrypoint)
+            rec = store.get(job.id)
+            assert (rec.status, rec.attempt, rec.auto_resumes, rec.error) == ("IN_PROGRESS", attempt, attempt, None)
+            assert store.get(other.id).status == "IN_QUEUE"
+            assert not (Path(job.out_dir) / "result.json").exists()  # not mistaken for this attempt's result
+    assert "no longer exists" in caplog.text and "automatic resumption 2 of 2" in caplog.text
+
+    fake.restart()
+    runner.pump()  # the third loss in a row: FAILED, and the queue moves on
+    rec = store.get(job.id)
+    assert rec.status == "FAILED" and rec.attempt == 2
+    assert f"POST /requests/{job.id}/resume" in rec.error["msg"] and "no longer exists" in rec.error["msg"]
+    assert fake.submitted[-1][0] == f"ltxtrain-{other.id}"
+
+    fake.jobs[f"ltxtrain-{other.id}"] = "SUCCEEDED"  # (no result.json: it fails, and frees the slot)
+    assert runner.resume(store.get(job.id)) and not runner.resume(store.get(job.id))
+    runner.pump()
+    assert fake.submitted[-1] == (f"ltxtrain-{job.id}-r3", entrypoint)
+    rec = store.get(job.id)
+    assert (rec.status, rec.attempt, rec.auto_resumes) == ("IN_PROGRESS", 3, 0)  # the bound starts over
+    fake.restart()
+    runner.pump()
+    assert fake.submitted[-1][0] == f"ltxtrain-{job.id}-r4"
+    # with automatic resumption off, a lost job fails at once
+    off = Runner(fake_config(tmp_path, auto_resume_attempts=0), store, client=fake)
+    fake.restart()
+    off.pump()
+    assert store.get(job.id).status == "FAILED" and len(fake.submitted) == 6
+
+
+def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_otherwise(tmp_path):
+    fake = FakeJobs()
+    payload = {"training_data_url": "https://example.com/clips.zip", **SMALL}
+    with TestClient(create_app(fake_config(tmp_path, max_running=1))) as c:
+        c.app.state.runner._client = fake
+        a, b, d = [c.post("/t2v", json=payload, headers=ALICE).json()["request_id"] for _ in range(3)]
+
+        def status(rid):
+            return c.get(f"/requests/{rid}/status", headers=ALICE).json()
+
+        def resume(rid, path="requests", headers=ALICE, **kw):
+            return c.post(f"/{path}/{rid}/resume", headers=headers, **kw)
+
+        first = {rid: status(rid) for rid in (a, b, d)}  # the queue moves on reads here (no scheduler thread)
+        assert [first[rid]["status"] for rid in (a, b, d)] == ["IN_PROGRESS", "IN_QUEUE", "IN_QUEUE"]
+        assert all(s["attempt"] == 1 and s["resumed"] == 0 and "resume_url" not in s for s in first.values())
+        for rid in (a, b):
+            r = resume(rid)
+            assert r.status_code == 409 and "only FAILED or CANCELLED" in r.json()["detail"][0]["msg"], r.text
+            assert r.json()["status"] == first[rid]["status"]
+        # another user's job, an unknown one, no key, a cookie (state-changing routes need the header)
+        assert resume(b, headers=BOB).status_code == 404 and resume("nope").status_code == 404
+        assert resume(b, headers={}).status_code == 401
+        assert resume(b, headers={"Cookie": "ltxtrain_key=key-alice"}).status_code == 401
+
+        fake.jobs[f"ltxtrain-{a}"] = "FAILED"
+        failed = status(a)
+        assert failed["status"] == "FAILED" and failed["resume_url"].endswith(f"/requests/{a}/resume")
+        page = c.get("/", headers=ALICE).text
+        assert page.count('class="resume"') == 1 and f'data-url="{failed["resume_url"]}"' in page
+        r = resume(a)
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["status"] == "IN_QUEUE" and body["queue_position"] == 2  # behind the job already waiting
+        assert body["status_url"].endswith(f"/requests/{a}/status") and body["cancel_url"].endswith(f"{a}/cancel")
+        assert body["attempt"] == 2 and body["resumed"] == 1
+        assert status(a)["status"] == "IN_QUEUE"
+
+        out = Path(c.app.state.config.out_root)
+        (out / b / "result.json").write_text(json.dumps({"billing_units": 100}))
+        fake.jobs[f"ltxtrain-{b}"] = "SUCCEEDED"
+        r = resume(b)
+        assert r.status_code == 409 and "COMPLETED" in r.json()["detail"][0]["msg"]
+        assert status(d)["status"] == "IN_PROGRESS" and status(a)["queue_position"] == 1
+
+        # cancelled while running: resumable once Ray has stopped its job (here by the alias /jobs/{id}/resume)
+        assert c.put(f"/requests/{d}/cancel", headers=ALICE).json()["status"] == "CANCELLED"
+        r = resume(d, path="jobs")
+        assert r.status_code == 409 and "not stopped yet" in r.json()["detail"][0]["msg"]
+        fake.jobs[f"ltxtrain-{d}"] = "STOPPED"
+        r = resume(d, path="jobs")
+        assert r.status_code == 202 and r.json()["resumed"] == 1 and r.json()["queue_position"] == 2, r.text
+
+        resumed = status(a)  # the slot is free: the resumed job starts, as its second attempt
+        assert resumed["status"] == "IN_PROGRESS" and resumed["attempt"] == 2 and resumed["resumed"] == 1
+        assert fake.submitted[-1][0] == f"ltxtrain-{a}-r1"
+        assert {h["request_id"]: h["resumed"] for h in c.get("/requests", headers=ALICE).json()["requests"]} == {
+            a: 1, b: 0, d: 1}
+        assert "post" in c.get("/openapi.json").json()["paths"]["/requests/{request_id}/resume"]
+
+
+def test_resumed_jobs_run_again_as_new_ray_jobs(client, config, submitted, finished_t2v):
+    """Against Ray: the owner resumes the FAILED dataset-error job by hand, and then its record claims a Ray job
+    that Ray does not know (what Ray answers once a restart lost its Jobs table), so the scheduler resumes it on its
+    own. Each time a new Ray job with the same entrypoint runs, and the job ends as before (the archive still has
+    no clips)."""
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(config.dashboard)
+    rid = submitted["bad"]["request_id"]
+    first = wait_terminal(client, rid)
+    assert first["status"] == "FAILED" and first["resume_url"].endswith(f"/requests/{rid}/resume")
+    assert client.post(f"/requests/{finished_t2v}/resume", headers=ALICE).status_code == 409
+    assert client.post(f"/requests/{rid}/resume", headers=BOB).status_code == 404
+
+    r = client.post(f"/requests/{rid}/resume", headers=ALICE)
+    assert r.status_code == 202 and r.json()["resumed"] == 1, r.text
+    again = wait_terminal(client, rid, limit_s=240)
+    assert again["status"] == "FAILED" and again["resumed"] == 1 and again["detail"] == first["detail"], again
+    info = jobs.get_job_info(f"ltxtrain-{rid}-r1")
+    assert info.status.value == "FAILED" and info.entrypoint == jobs.get_job_info(f"ltxtrain-{rid}").entrypoint
+
+    store = JobStore(config.db_path)
+    with sqlite3.connect(config.db_path) as db:  # as if attempt 1 had been running when the cluster restarted
+        db.execute("UPDATE jobs SET status = 'IN_PROGRESS', ray_job_id = ?, submitted_at = ?, error = NULL "
+                   "WHERE id = ?", (f"ltxtrain-{rid}-lost", time.time(), rid))
+    again = poll(lambda: client.get(f"/requests/{rid}/status", headers=ALICE).json(),
+                 lambda s: s["status"] in TERMINAL and s["resumed"] == 2, 240, "the automatic resumption")
+    assert again["status"] == "FAILED" and again["detail"] == first["detail"], again
+    assert store.get(rid).auto_resumes == 1
+    assert jobs.get_job_info(f"ltxtrain-{rid}-r2").status.value == "FAILED"
 
 
 # ------------------------------------------------------------------------------------------------ ownership
