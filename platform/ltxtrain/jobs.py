@@ -252,7 +252,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     shared = JobStorage.for_job(out, opts.storage)
     model_dir, worker_model_dir = resolve_job_model(opts, shared)
     family = load_model_info(model_dir).family
-    pre, validation, manifest = _preprocess(job, model_dir, shared, opts, use_gpu)
+    pre, validation, manifest = _preprocess(job, model_dir, worker_model_dir, shared, opts, use_gpu)
 
     targets = recipe.lora_targets(request, job.audio)
     cfg = TrainConfig(
@@ -278,9 +278,11 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     return result
 
 
-def _preprocess(job: Intake, model_dir: str, shared: JobStorage, opts: JobOptions, use_gpu: bool):
+def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobStorage, opts: JobOptions,
+                use_gpu: bool):
     """Encode the samples (and the validation conditions) into the local latent cache, starting from the shared
-    copy when there is one. Returns (PreprocessConfig, validation plan, manifest)."""
+    copy when there is one; encoder actors on other nodes load the model from `worker_model_dir`. Returns
+    (PreprocessConfig, validation plan, manifest)."""
     from .encode.pipeline import PreprocessConfig, audio_sample_rate, preprocess
     from .sample.validation import plan_validation
 
@@ -295,11 +297,11 @@ def _preprocess(job: Intake, model_dir: str, shared: JobStorage, opts: JobOption
         audio=job.audio, audio_sample_rate=audio_sample_rate(model_dir) if job.audio else 16000,
         audio_normalize=getattr(request, "audio_normalize", True),
         audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
-        reference_audio=recipe.has(AudioReference),
+        reference_audio=recipe.has(AudioReference), worker_model_dir=worker_model_dir,
     )
     shared.pull_cache()
     validation = plan_validation(recipe, request, job.audio, model_dir, pre.cache_dir, str(shared.work), opts.limits,
-                                 use_gpu=use_gpu)
+                                 use_gpu=use_gpu, worker_model_dir=worker_model_dir)
     manifest = preprocess(job.samples, pre, job.diag, extra_texts=validation.texts)
     log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
     return pre, validation, manifest

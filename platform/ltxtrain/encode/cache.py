@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 
 MANIFEST = "manifest.json"
 
@@ -30,6 +30,16 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: di
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
+
+
+def to_bytes(tensors: dict[str, torch.Tensor | None]) -> bytes:
+    """A cache file's content in memory (None entries left out): how encoders, which may run on another node,
+    hand their results to the driver, the only writer of the cache."""
+    return save({k: v.contiguous() for k, v in tensors.items() if v is not None})
+
+
+def from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    return load(data)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Model-side encoding: fitted pixels -> normalised video latents, captions -> connector text embeddings.
 
 The plain functions are used by the Ray Data actors below and by validation sampling; the actors hold the model
-once per process (GPU when the pool is given `num_gpus`) and write straight into the latent cache, so only small
-metadata rows travel back to the driver.
+once per process (GPU when the pool is given `num_gpus`) and return each result as the bytes of its cache file:
+they may run on another node than the driver, whose cache is the one training reads, so only the driver writes it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from ..media.fit import frames_to_video_tensor
 from .audio_encoder import encode_audio
-from .cache import LatentCache
+from .cache import to_bytes
 
 
 def device_for_actor() -> str:
@@ -49,20 +49,22 @@ def encode_text(tokenizer, text_encoder, connectors, prompts: list[str], max_len
 
 
 class VideoEncoderActor:
-    """Ray Data actor: rows with fitted `frames` -> video latents written to the cache."""
+    """Ray Data actor: rows with fitted `frames` -> `id` + `tensors`, the sample's cache file content."""
 
-    def __init__(self, model_dir: str, cache_dir: str, audio: bool = False):
+    def __init__(self, model_dir: str, audio: bool = False):
         from ..models.bundle import load_components
+        from ..storage import node_local_copy
+
+        model_dir = node_local_copy(model_dir)  # a storage URI on clusters whose nodes share no disk
 
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         self.vae = load_components(model_dir, ["vae"], dtype=dtype, device=device_for_actor())["vae"].eval()
         # the audio VAE runs in fp32, as the reference preprocessing does (its log-mel input is sensitive)
         self.audio_vae = (load_components(model_dir, ["audio_vae"], device=device_for_actor())["audio_vae"].eval()
                           if audio else None)
-        self.cache = LatentCache(cache_dir)
 
     def __call__(self, batch: dict) -> dict:
-        shapes = []
+        files = []
         refs = batch.get("reference")
         for i, (sample_id, frames) in enumerate(zip(batch["id"], batch["frames"])):
             latents = encode_video(self.vae, np.asarray(frames))
@@ -72,27 +74,30 @@ class VideoEncoderActor:
             mask = torch.from_numpy(np.asarray(batch["mask"][i], dtype=np.uint8)) if "mask" in batch else None
             if mask is not None and tuple(mask.shape) != tuple(latents.shape[1:]):
                 raise ValueError(f"latent mask {tuple(mask.shape)} does not match the latent grid {tuple(latents.shape[1:])}")
-            self.cache.write_video(str(sample_id), latents, reference, audio, mask, ref_audio)
-            shapes.append(np.asarray(latents.shape, dtype=np.int64))
-        return {"id": np.asarray(batch["id"]), "latent_shape": np.stack(shapes)}
+            # the keys are LatentCache.write_video's arguments
+            files.append(to_bytes({"latents": latents, "reference": reference, "audio": audio, "mask": mask,
+                                   "ref_audio": ref_audio}))
+        return {"id": np.asarray(batch["id"]), "tensors": files}
 
 
 class TextEncoderActor:
-    """Ray Data actor: rows with `caption` -> text embeddings written to the cache."""
+    """Ray Data actor: rows with `caption` -> `text_id` + `tensors`, the caption's cache file content."""
 
-    def __init__(self, model_dir: str, cache_dir: str):
+    def __init__(self, model_dir: str):
         from ..models.bundle import load_components, load_model_info
+        from ..storage import node_local_copy
+
+        model_dir = node_local_copy(model_dir)  # a storage URI on clusters whose nodes share no disk
 
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         parts = load_components(model_dir, ["tokenizer", "text_encoder", "connectors"], dtype=dtype,
                                 device=device_for_actor())
         self.tokenizer, self.text_encoder, self.connectors = parts["tokenizer"], parts["text_encoder"], parts["connectors"]
         self.max_length = load_model_info(model_dir).max_sequence_length
-        self.cache = LatentCache(cache_dir)
 
     def __call__(self, batch: dict) -> dict:
         prompts = [str(c) for c in batch["caption"]]
         video, audio, mask = encode_text(self.tokenizer, self.text_encoder, self.connectors, prompts, self.max_length)
-        for i, text_id in enumerate(batch["text_id"]):
-            self.cache.write_text(str(text_id), video[i], audio[i], mask[i])
-        return {"text_id": np.asarray(batch["text_id"])}
+        # the keys are LatentCache.write_text's arguments
+        files = [to_bytes({"video": video[i], "audio": audio[i], "mask": mask[i]}) for i in range(len(prompts))]
+        return {"text_id": np.asarray(batch["text_id"]), "tensors": files}

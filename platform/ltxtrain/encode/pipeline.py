@@ -4,6 +4,9 @@ video VAE and text encoder in actor pools → latent cache.
 Two passes keep the heavy stream simple: a cheap planning pass whose small rows come back to the driver (so every
 skip is reported by name), then the decode/encode stream over the windows that will really be trained on. Samples
 already in the cache are not recomputed, so a re-run resumes.
+
+Nodes need not share a disk: tasks get the source media from the driver's node (`SharedMedia`), and the encoders
+return their tensors to the driver, which alone writes the cache (its copy is the one uploaded for training).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from ..media.probe import probe
 from ..media.audio import audio_for_clip
 from ..media.reference import scale_reference
 from ..media.scenes import split_windows
-from .cache import CachedSample, LatentCache, Manifest, stable_id
+from ..storage import forwarded_env, is_remote
+from .cache import CachedSample, LatentCache, Manifest, from_bytes, stable_id
+from .shared_media import SharedMedia, local_media
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class PreprocessConfig:
     reference_audio: bool = False  # av2av: the reference clip's audio becomes clean audio conditioning tokens
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
+    worker_model_dir: str | None = None  # where the encoder actors load the model (a storage URI on clusters)
 
     def fit_spec(self, kind: str) -> FitSpec:
         frames = 1 if kind == "image" else self.num_frames
@@ -56,7 +62,7 @@ def _scene_name(name: str, index: int, window: TimeWindow) -> str:
     return f"{name} [scene {index + 1}: {window.start:.2f}-{window.end:.2f} s]"
 
 
-def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
+def plan_sample(row: dict, cfg: PreprocessConfig, shared: SharedMedia | None = None) -> list[dict]:
     """CPU task: one sample -> its training windows (scene split when long), each either kept or skipped.
 
     Scenes are detected once, on the target, and the same windows cut the reference, so pairs never desync.
@@ -65,26 +71,27 @@ def plan_sample(row: dict, cfg: PreprocessConfig) -> list[dict]:
     base.update(ref_path=row.get("ref_path", ""), mask_path=row.get("mask_path", ""))
     if row["kind"] == "image":
         return [{**base, "start": 0.0, "end": 0.0, "skip": "", "mask": b"", "mask_shape": []}]
-    info = probe(row["path"])
-    windows = split_windows(info, cfg.split_scenes, cfg.split_threshold)
-    rows = []
-    for i, w in enumerate(windows):
-        name = _scene_name(row["name"], i, w) if len(windows) > 1 else row["name"]
-        have = frames_available(w.end - w.start, cfg.frame_rate)
-        skip = ""
-        if not cfg.auto_scale and have < cfg.num_frames:
-            skip = (f"too short: {have} frames at {cfg.frame_rate:g} fps ({w.end - w.start:.2f} s), "
-                    f"need {cfg.num_frames} (enable auto_scale_input to fit it)")
-        mask = None
-        if base["mask_path"] and not skip:
-            mask = latent_mask(base, w, cfg)
-            if not mask.any():
-                skip = (f"mask '{row['mask_name']}' is all black after fitting to the clip: nothing to regenerate "
-                        "(WHITE = regenerate, BLACK = keep)")
-        # the latent mask travels as bytes + shape: rows stay Arrow-friendly whether or not a sample has one
-        rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip,
-                     "mask": b"" if mask is None else mask.astype(np.uint8).tobytes(),
-                     "mask_shape": [] if mask is None else list(mask.shape)})
+    with local_media(shared, row["path"], base["mask_path"]) as (path, mask_path):
+        info = probe(path)
+        windows = split_windows(info, cfg.split_scenes, cfg.split_threshold)
+        rows = []
+        for i, w in enumerate(windows):
+            name = _scene_name(row["name"], i, w) if len(windows) > 1 else row["name"]
+            have = frames_available(w.end - w.start, cfg.frame_rate)
+            skip = ""
+            if not cfg.auto_scale and have < cfg.num_frames:
+                skip = (f"too short: {have} frames at {cfg.frame_rate:g} fps ({w.end - w.start:.2f} s), "
+                        f"need {cfg.num_frames} (enable auto_scale_input to fit it)")
+            mask = None
+            if mask_path and not skip:
+                mask = latent_mask({**base, "path": path, "mask_path": mask_path}, w, cfg)
+                if not mask.any():
+                    skip = (f"mask '{row['mask_name']}' is all black after fitting to the clip: nothing to "
+                            "regenerate (WHITE = regenerate, BLACK = keep)")
+            # the latent mask travels as bytes + shape: rows stay Arrow-friendly whether or not a sample has one
+            rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip,
+                         "mask": b"" if mask is None else mask.astype(np.uint8).tobytes(),
+                         "mask_shape": [] if mask is None else list(mask.shape)})
     return rows
 
 
@@ -104,21 +111,21 @@ def _fit(path: str, row: dict, cfg: PreprocessConfig):
     return decode_and_fit(path, spec, TimeWindow(row["start"], row["end"]), auto_scale=cfg.auto_scale)
 
 
-def decode_row(row: dict, cfg: PreprocessConfig) -> dict:
+def decode_row(row: dict, cfg: PreprocessConfig, shared: SharedMedia | None = None) -> dict:
     """CPU task: decode and fit one window to the bucket geometry (a reference identically, then scaled)."""
-    out = {"id": row["id"], "frames": _fit(row["path"], row, cfg)}
-    if cfg.audio:
-        # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
-        out["audio"] = audio_for_clip(row["path"], TimeWindow(row["start"], row["end"]), cfg.fit_spec(row["kind"]),
-                                      cfg.auto_scale, cfg.audio_sample_rate, cfg.audio_normalize,
-                                      cfg.audio_preserve_pitch)
-    if row.get("ref_path"):
-        out["reference"] = scale_reference(_fit(row["ref_path"], row, cfg), cfg.reference_spatial,
-                                           cfg.reference_temporal)
-        if cfg.reference_audio:  # the reference clip's own audio over the same window: the audio reference
-            out["ref_audio"] = audio_for_clip(row["ref_path"], TimeWindow(row["start"], row["end"]),
-                                              cfg.fit_spec(row["kind"]), cfg.auto_scale, cfg.audio_sample_rate,
-                                              cfg.audio_normalize, cfg.audio_preserve_pitch)
+    window, spec = TimeWindow(row["start"], row["end"]), cfg.fit_spec(row["kind"])
+    with local_media(shared, row["path"], row.get("ref_path", "")) as (path, ref_path):
+        out = {"id": row["id"], "frames": _fit(path, row, cfg)}
+        if cfg.audio:
+            # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
+            out["audio"] = audio_for_clip(path, window, spec, cfg.auto_scale, cfg.audio_sample_rate,
+                                          cfg.audio_normalize, cfg.audio_preserve_pitch)
+        if ref_path:
+            out["reference"] = scale_reference(_fit(ref_path, row, cfg), cfg.reference_spatial,
+                                               cfg.reference_temporal)
+            if cfg.reference_audio:  # the reference clip's own audio over the same window: the audio reference
+                out["ref_audio"] = audio_for_clip(ref_path, window, spec, cfg.auto_scale, cfg.audio_sample_rate,
+                                                  cfg.audio_normalize, cfg.audio_preserve_pitch)
     if row.get("mask_shape"):
         out["mask"] = np.frombuffer(row["mask"], dtype=np.uint8).reshape(row["mask_shape"])
     return out
@@ -146,43 +153,50 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
               "kind": s.kind, "caption": s.caption,
               "text_id": stable_id(s.caption, cfg.model_dir)} for s in samples]
 
-    planned = ray.data.from_items(items).flat_map(plan_sample, fn_kwargs={"cfg": cfg}).take_all()
-    keep = []
-    for row in sorted(planned, key=lambda r: (r["name"], r["start"])):
-        if row["skip"]:
-            diag.skip(row["name"], row["skip"])
-        else:
-            keep.append({**row, "id": _sample_id(row, cfg)})
-    if not keep:
-        raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
-                           skipped=diag.skipped)
+    with SharedMedia(p for s in samples for p in s.media.values()) as shared:
+        planned = ray.data.from_items(items).flat_map(plan_sample, fn_kwargs={"cfg": cfg, "shared": shared}).take_all()
+        keep = []
+        for row in sorted(planned, key=lambda r: (r["name"], r["start"])):
+            if row["skip"]:
+                diag.skip(row["name"], row["skip"])
+            else:
+                keep.append({**row, "id": _sample_id(row, cfg)})
+        if not keep:
+            raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
+                               skipped=diag.skipped)
 
-    actor_opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
-                  "num_gpus": cfg.gpus_per_actor or None,
-                  "num_cpus": 0 if cfg.gpus_per_actor else 1}
-    actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
+        actor_opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
+                      "num_gpus": cfg.gpus_per_actor or None,
+                      "num_cpus": 0 if cfg.gpus_per_actor else 1}
+        actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
+        if cfg.worker_model_dir and is_remote(cfg.worker_model_dir):
+            # the actors fetch the model from storage: they need this driver's storage settings (see run_training)
+            actor_opts["runtime_env"] = {"env_vars": forwarded_env()}
 
-    texts = {r["text_id"]: r["caption"] for r in keep}
-    texts.update(extra_texts or {})
-    texts = {k: v for k, v in texts.items() if not cache.has_text(k)}
-    if texts:
-        log.info("encoding %d captions", len(texts))
-        rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
-        ray.data.from_items(rows).map_batches(
-            _text_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir), batch_size=8, **actor_opts
-        ).materialize()
+        # The encoders return their tensors and the driver writes each file as it streams in (iter_rows, not
+        # materialize: memory stays bounded, and a crash keeps every file written so far for the re-run to skip).
+        texts = {r["text_id"]: r["caption"] for r in keep}
+        texts.update(extra_texts or {})
+        texts = {k: v for k, v in texts.items() if not cache.has_text(k)}
+        if texts:
+            log.info("encoding %d captions", len(texts))
+            rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
+            encoded = ray.data.from_items(rows).map_batches(
+                _text_actor(), fn_constructor_args=(cfg.worker_model_dir or cfg.model_dir,), batch_size=8, **actor_opts)
+            for row in encoded.iter_rows():
+                cache.write_text(row["text_id"], **from_bytes(row["tensors"]))
 
-    todo = [r for r in keep if not cache.has_video(r["id"])]
-    if todo:
-        log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
-        try:
-            ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg}).map_batches(
-                _video_actor(), fn_constructor_args=(cfg.model_dir, cfg.cache_dir, cfg.audio or cfg.reference_audio),
-                batch_size=1,
-                **actor_opts
-            ).materialize()
-        except Exception as exc:  # a clip that probed fine but fails to decode: name it
-            raise _named_failure(exc, todo) from exc
+        todo = [r for r in keep if not cache.has_video(r["id"])]
+        if todo:
+            log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
+            encoded = ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
+                _video_actor(), fn_constructor_args=(cfg.worker_model_dir or cfg.model_dir, cfg.audio or cfg.reference_audio), batch_size=1,
+                **actor_opts)
+            try:
+                for row in encoded.iter_rows():
+                    cache.write_video(row["id"], **from_bytes(row["tensors"]))
+            except Exception as exc:  # a clip that probed fine but fails to decode: name it
+                raise _named_failure(exc, todo) from exc
 
     manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
                         reference_spatial=cfg.reference_spatial, reference_temporal=cfg.reference_temporal,

@@ -2,7 +2,9 @@
 
 Preparation (driver + one Ray task per entry): fetch each entry's media, fit it to the validation geometry exactly
 like training data (same crop rule, frame-rate resampling, reference scaling, mask grid), encode it with the VAEs
-and store the conditions in the latent cache. Prompts are encoded with the training captions.
+and store the conditions in the latent cache. The tasks may run on other nodes: they get the media from the
+driver through the object store and return the conditions, which the driver writes. Prompts are encoded with the
+training captions.
 
 Sampling (every worker, so FSDP collectives line up; rank 0 decodes): `sample_latents` with the recipe's
 conditions, CFG with the negative prompt and STG at `stg_scale`, then the VAE / audio VAE + vocoder.
@@ -18,8 +20,10 @@ import torch
 
 from ..api.errors import ErrorItem, RequestError
 from ..encode.cache import LatentCache, stable_id
+from ..encode.shared_media import SharedMedia, local_media
 from ..intake.fetch import fetch
 from ..intake.limits import IntakeLimits
+from ..storage import forwarded_env, is_remote
 
 VALIDATION_STEPS = 20  # Euler steps per preview
 GUIDANCE_SCALE = 3.0  # CFG scale for previews (the LTX-2 pipelines' default)
@@ -75,7 +79,10 @@ def _fetch_entry_media(entry, index: int, work_dir: str, limits: IntakeLimits) -
 
 
 def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str, work_dir: str,
-                    limits: IntakeLimits, use_gpu: bool = False) -> ValidationPlan:
+                    limits: IntakeLimits, use_gpu: bool = False, worker_model_dir: str | None = None
+                    ) -> ValidationPlan:
+    """Fetch, fit and encode the request's validation entries. `worker_model_dir` is where the encoding tasks load
+    the model from (a storage URI on clusters without a shared disk; default `model_dir`)."""
     from ..products.base import AudioReference, FirstFrame, ReferenceVideo, VideoMask
 
     plan = ValidationPlan()
@@ -111,15 +118,23 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
     if jobs:
         import ray
 
-        task = ray.remote(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0)(encode_validation_conditions)
-        refs = [task.remote(model_dir, cache_dir, item.to_dict(), media, wants) for item, media, wants in jobs]
-        try:
-            ray.get(refs)
-        except Exception as exc:  # surface input problems (e.g. a mask URL that is no image) as named 422s
-            cause = getattr(exc, "cause", exc)
-            if isinstance(cause, RequestError):
-                raise cause from None
-            raise
+        from ..encode.cache import atomic_save, from_bytes
+
+        remote_model = worker_model_dir and is_remote(worker_model_dir)  # the tasks need the storage settings
+        task = ray.remote(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0,
+                          runtime_env={"env_vars": forwarded_env()} if remote_model else None,
+                          )(encode_validation_conditions)
+        cache = LatentCache(cache_dir)
+        with SharedMedia(p for _, media, _ in jobs for p in media.values()) as shared:
+            refs = [task.remote(worker_model_dir or model_dir, item.to_dict(), media, wants, shared) for item, media, wants in jobs]
+            try:
+                for (item, _, _), ref in zip(jobs, refs):  # the driver writes: its cache is the one training reads
+                    atomic_save(from_bytes(ray.get(ref)), cache.video_path(item.conditions_id))
+            except Exception as exc:  # surface input problems (e.g. a mask URL that is no image) as named 422s
+                cause = getattr(exc, "cause", exc)
+                if isinstance(cause, RequestError):
+                    raise cause from None
+                raise
     return plan
 
 
@@ -133,10 +148,20 @@ def _audio_steps(model_dir: str, seconds: float) -> int:
     return audio_latent_steps(seconds, int(cfg["sample_rate"]), int(cfg.get("mel_hop_length", 160)))
 
 
-def encode_validation_conditions(model_dir: str, cache_dir: str, item: dict, media: dict[str, str],
-                                 wants: dict[str, bool]) -> str:
-    """Ray task: fit and encode one entry's conditioning media at the validation geometry into the cache."""
+def encode_validation_conditions(model_dir: str, item: dict, media: dict[str, str], wants: dict[str, bool],
+                                 shared: SharedMedia | None = None) -> bytes:
+    """Ray task: fit and encode one entry's conditioning media (field -> path on the driver's node, read through
+    `shared` on any other) at the validation geometry; returns the conditions' cache file content."""
+    from ..storage import node_local_copy
+
+    with local_media(shared, *media.values()) as paths:
+        return _encode_conditions(node_local_copy(model_dir), ValidationItem(**item), dict(zip(media, paths)), wants)
+
+
+def _encode_conditions(model_dir: str, it: ValidationItem, media: dict[str, str], wants: dict[str, bool]) -> bytes:
+    """The conditions (first_frame / reference / latents + mask / ref_audio) as one cache file's content."""
     from ..encode.audio_encoder import encode_audio
+    from ..encode.cache import to_bytes
     from ..encode.encoders import device_for_actor, encode_video
     from ..media.audio import AudioMissing, audio_for_clip
     from ..media.fit import ClipTooShort, FitSpec, TimeWindow, decode_and_fit, fit_image, frame_times, frames_available
@@ -145,7 +170,6 @@ def encode_validation_conditions(model_dir: str, cache_dir: str, item: dict, med
     from ..media.reference import scale_reference
     from ..models.bundle import load_components
 
-    it = ValidationItem(**item)
     spec = FitSpec(it.width, it.height, it.num_frames, it.fps)
     needed = ["vae"] + (["audio_vae"] if wants.get("ref_audio") else [])
     parts = load_components(model_dir, needed, device=device_for_actor())
@@ -195,10 +219,7 @@ def encode_validation_conditions(model_dir: str, cache_dir: str, item: dict, med
             raise RequestError(ErrorItem(("body", "validation", it.index, source_field),
                                          f"no usable audio reference: {exc} (add reference_audio_url)"))
         tensors["ref_audio"] = encode_audio(parts["audio_vae"], wave)
-    from ..encode.cache import atomic_save
-
-    atomic_save(tensors, LatentCache(cache_dir).video_path(it.conditions_id))
-    return it.conditions_id
+    return to_bytes(tensors)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
