@@ -93,6 +93,12 @@ def s3_options(bucket: str | None = None) -> dict:
         region = _bucket_region(bucket)
     if region:
         kwargs["region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        # static keys set here go into the filesystem object itself, so a pickled copy (Ray Train's controller,
+        # which runs with its node's environment, not this process's) still signs its requests; without them
+        # pyarrow's default chain (instance role, profile) applies wherever the filesystem is used
+        kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                      session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
     return kwargs
 
 
