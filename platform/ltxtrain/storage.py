@@ -77,6 +77,12 @@ def forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
+def runtime_env_for(uri: str | None) -> dict | None:
+    """The Ray `runtime_env` for tasks and actors that read `uri`: this process's storage settings when it is
+    remote (the cluster's nodes may have been started without them), else None."""
+    return {"env_vars": forwarded_env()} if uri and is_remote(uri) else None
+
+
 def s3_options(bucket: str | None = None) -> dict:
     """``pyarrow.fs.S3FileSystem`` keyword arguments from the AWS environment variables (module docstring).
 

@@ -24,7 +24,7 @@ from ..media.probe import probe
 from ..media.audio import audio_for_clip
 from ..media.reference import scale_reference
 from ..media.scenes import split_windows
-from ..storage import forwarded_env, is_remote
+from ..storage import runtime_env_for
 from .cache import CachedSample, LatentCache, Manifest, from_bytes, stable_id
 from .shared_media import SharedMedia, local_media
 
@@ -52,6 +52,10 @@ class PreprocessConfig:
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
     worker_model_dir: str | None = None  # where the encoder actors load the model (a storage URI on clusters)
+
+    @property
+    def actor_model_dir(self) -> str:
+        return self.worker_model_dir or self.model_dir
 
     def fit_spec(self, kind: str) -> FitSpec:
         frames = 1 if kind == "image" else self.num_frames
@@ -165,13 +169,12 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
             raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
                                skipped=diag.skipped)
 
+        # a model in storage: the actors need this driver's storage settings to fetch it (see run_training)
         actor_opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
                       "num_gpus": cfg.gpus_per_actor or None,
-                      "num_cpus": 0 if cfg.gpus_per_actor else 1}
+                      "num_cpus": 0 if cfg.gpus_per_actor else 1,
+                      "runtime_env": runtime_env_for(cfg.actor_model_dir)}
         actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
-        if cfg.worker_model_dir and is_remote(cfg.worker_model_dir):
-            # the actors fetch the model from storage: they need this driver's storage settings (see run_training)
-            actor_opts["runtime_env"] = {"env_vars": forwarded_env()}
 
         # The encoders return their tensors and the driver writes each file as it streams in (iter_rows, not
         # materialize: memory stays bounded, and a crash keeps every file written so far for the re-run to skip).
@@ -182,7 +185,7 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
             log.info("encoding %d captions", len(texts))
             rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
             encoded = ray.data.from_items(rows).map_batches(
-                _text_actor(), fn_constructor_args=(cfg.worker_model_dir or cfg.model_dir,), batch_size=8, **actor_opts)
+                _text_actor(), fn_constructor_args=(cfg.actor_model_dir,), batch_size=8, **actor_opts)
             for row in encoded.iter_rows():
                 cache.write_text(row["text_id"], **from_bytes(row["tensors"]))
 
@@ -190,8 +193,8 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         if todo:
             log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
             encoded = ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
-                _video_actor(), fn_constructor_args=(cfg.worker_model_dir or cfg.model_dir, cfg.audio or cfg.reference_audio), batch_size=1,
-                **actor_opts)
+                _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.audio or cfg.reference_audio),
+                batch_size=1, **actor_opts)
             try:
                 for row in encoded.iter_rows():
                     cache.write_video(row["id"], **from_bytes(row["tensors"]))

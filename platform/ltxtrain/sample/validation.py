@@ -23,7 +23,7 @@ from ..encode.cache import LatentCache, stable_id
 from ..encode.shared_media import SharedMedia, local_media
 from ..intake.fetch import fetch
 from ..intake.limits import IntakeLimits
-from ..storage import forwarded_env, is_remote
+from ..storage import node_local_copy, runtime_env_for
 
 VALIDATION_STEPS = 20  # Euler steps per preview
 GUIDANCE_SCALE = 3.0  # CFG scale for previews (the LTX-2 pipelines' default)
@@ -120,13 +120,13 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
 
         from ..encode.cache import atomic_save, from_bytes
 
-        remote_model = worker_model_dir and is_remote(worker_model_dir)  # the tasks need the storage settings
+        task_model_dir = worker_model_dir or model_dir
         task = ray.remote(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0,
-                          runtime_env={"env_vars": forwarded_env()} if remote_model else None,
-                          )(encode_validation_conditions)
+                          runtime_env=runtime_env_for(task_model_dir))(encode_validation_conditions)
         cache = LatentCache(cache_dir)
         with SharedMedia(p for _, media, _ in jobs for p in media.values()) as shared:
-            refs = [task.remote(worker_model_dir or model_dir, item.to_dict(), media, wants, shared) for item, media, wants in jobs]
+            refs = [task.remote(task_model_dir, item.to_dict(), media, wants, shared)
+                    for item, media, wants in jobs]
             try:
                 for (item, _, _), ref in zip(jobs, refs):  # the driver writes: its cache is the one training reads
                     atomic_save(from_bytes(ray.get(ref)), cache.video_path(item.conditions_id))
@@ -152,8 +152,6 @@ def encode_validation_conditions(model_dir: str, item: dict, media: dict[str, st
                                  shared: SharedMedia | None = None) -> bytes:
     """Ray task: fit and encode one entry's conditioning media (field -> path on the driver's node, read through
     `shared` on any other) at the validation geometry; returns the conditions' cache file content."""
-    from ..storage import node_local_copy
-
     with local_media(shared, *media.values()) as paths:
         return _encode_conditions(node_local_copy(model_dir), ValidationItem(**item), dict(zip(media, paths)), wants)
 

@@ -62,9 +62,9 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from ..storage import forwarded_env, is_remote, resolve
+    from ..storage import is_remote, resolve, runtime_env_for
 
-    filesystem = None
+    filesystem, worker_env = None, runtime_env_for(storage_path)
     if is_remote(storage_path):
         # An explicit filesystem carries the endpoint and region to the Train controller, and the workers get the
         # AWS settings too (they read the latent cache and model from storage), even when this driver joined a
@@ -78,7 +78,7 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
-                             worker_runtime_env={"env_vars": forwarded_env()} if filesystem else None,
+                             worker_runtime_env=worker_env,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              callbacks=[metrics_file_callback(cfg.metrics_path)] if cfg.metrics_path else None),
