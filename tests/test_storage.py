@@ -11,12 +11,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pyarrow import fs as pafs
 
 from ltxtrain import storage
 from ltxtrain.jobs import JobOptions, JobStorage, resolve_job_model, run_job, storage_key
 from ltxtrain.sampledata import make_dataset_zip
 
-pafs = pytest.importorskip("pyarrow.fs")
 
 BUCKET = "bucket"
 AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_EC2_METADATA_DISABLED")
@@ -25,7 +25,7 @@ AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AW
 @pytest.fixture(scope="module")
 def s3():
     """An S3 server on 127.0.0.1 with one bucket; the standard AWS variables point this process at it."""
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
+    from moto import server as moto_server  # in the test extras: a missing install fails, it does not skip
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
