@@ -8,7 +8,7 @@ keys with the same defaults and write them into the diffusers config of the fami
 STG support...). A component whose section is absent keeps the packaged config; :class:`ComponentConfig` records
 which it was, so a size mismatch can say where the config came from.
 
-Mapped today: the transformer and the text connectors (both from the ``transformer`` section, as in ltx-core).
+The text connectors are described by the ``transformer`` section, as in ltx-core.
 """
 
 from __future__ import annotations
@@ -115,11 +115,162 @@ def connectors_config(meta: dict, packaged: dict, projection_in_features: int | 
     return cfg
 
 
+_DOWNSAMPLE = {"compress_space_res": "spatial", "compress_time_res": "temporal", "compress_all_res": "spatiotemporal"}
+_UPSAMPLE = {"compress_space": "spatial", "compress_time": "temporal", "compress_all": "spatiotemporal"}
+_SPACE, _TIME = ("spatial", "spatiotemporal"), ("temporal", "spatiotemporal")
+
+
+def _blocks(spec: list) -> list[tuple[str, dict]]:
+    return [(name, {"num_layers": p} if isinstance(p, int) else dict(p)) for name, p in spec]
+
+
+def _unsupported(what: str, blocks) -> ValueError:
+    return ValueError(f"checkpoint metadata: video VAE {what} layout {blocks} is not one diffusers can build "
+                      f"(expected res_x blocks alternating with compress blocks)")
+
+
+def video_vae_config(meta: dict, packaged: dict) -> dict:
+    """diffusers ``AutoencoderKLLTX2Video`` config from the official ``vae`` section (ltx-core's
+    ``VideoEncoderConfigurator`` / ``VideoDecoderConfigurator``: ``encoder_blocks`` / ``decoder_blocks`` lists of
+    ``[name, num_layers | params]``, the decoder's listed from the pixel side)."""
+    v = meta["vae"]
+    if v.get("dims", 3) != 3 or v.get("norm_layer", "pixel_norm") != "pixel_norm" \
+            or v.get("latent_log_var", "uniform") != "uniform":
+        raise ValueError("checkpoint metadata: only 3-d, pixel-norm, uniform-log-var video VAEs are supported")
+    latent = v.get("latent_channels", 128)
+    cfg = dict(packaged)
+    # encoder: conv_in to latent_channels, then (res_x, compress_*_res) pairs and a last res_x (the mid block)
+    enc = _blocks(v.get("encoder_blocks", []))
+    names = [n for n, _ in enc]
+    if len(enc) < 3 or len(enc) % 2 == 0 or any(n != "res_x" for n in names[::2]) \
+            or any(n not in _DOWNSAMPLE for n in names[1::2]):
+        raise _unsupported("encoder", names)
+    channels, out_channels, down = latent, [], []
+    for _, params in enc[1::2]:
+        channels *= params.get("multiplier", 2)
+        out_channels.append(channels)
+    down = [_DOWNSAMPLE[n] for n in names[1::2]]
+    # decoder: built from the latent side (reversed list): conv_in to decoder_base_channels * 8, a res_x (the mid
+    # block), then (compress_*, res_x) pairs; each compress divides the channels by its multiplier
+    dec = list(reversed(_blocks(v.get("decoder_blocks", []))))
+    dnames = [n for n, _ in dec]
+    if len(dec) < 3 or len(dec) % 2 == 0 or any(n != "res_x" for n in dnames[::2]) \
+            or any(n not in _UPSAMPLE for n in dnames[1::2]):
+        raise _unsupported("decoder", dnames)
+    channels = v.get("decoder_base_channels", 128) * 8
+    entering, factors, residual, up_types = [], [], [], []
+    for name, params in dec[1::2]:
+        entering.append(channels)
+        factor = params.get("multiplier", 1)
+        factors.append(factor)
+        residual.append(bool(params.get("residual", False)) if name == "compress_all" else False)
+        up_types.append(_UPSAMPLE[name])
+        channels //= factor
+    res = dec[::2]
+    patch = v.get("patch_size", 4)
+    cfg.update(
+        in_channels=v.get("in_channels", 3), out_channels=v.get("out_channels", 3), latent_channels=latent,
+        patch_size=patch, patch_size_t=1,
+        block_out_channels=out_channels, down_block_types=["LTX2VideoDownBlock3D"] * len(down),
+        downsample_type=down, spatio_temporal_scaling=[True] * len(down),
+        layers_per_block=[p["num_layers"] for _, p in enc[::2]],
+        # diffusers lists these in encoder order (it reverses them), except upsample_type (decoder order)
+        decoder_block_out_channels=list(reversed(entering)),
+        decoder_layers_per_block=list(reversed([p["num_layers"] for _, p in res])),
+        decoder_inject_noise=list(reversed([bool(p.get("inject_noise", False)) for _, p in res])),
+        decoder_spatio_temporal_scaling=[True] * len(entering),
+        upsample_type=up_types, upsample_factor=list(reversed(factors)), upsample_residual=list(reversed(residual)),
+        encoder_causal=True, decoder_causal=bool(v.get("causal_decoder", False)),
+        # one key for both, with different defaults in ltx-core's two configurators
+        encoder_spatial_padding_mode=v.get("spatial_padding_mode", "zeros"),
+        decoder_spatial_padding_mode=v.get("spatial_padding_mode", "reflect"),
+        timestep_conditioning=bool(v.get("timestep_conditioning", True)),
+        spatial_compression_ratio=patch * 2 ** sum(t in _SPACE for t in down),
+        temporal_compression_ratio=2 ** sum(t in _TIME for t in down),
+    )
+    return cfg
+
+
+def audio_vae_config(meta: dict, packaged: dict) -> dict:
+    """diffusers ``AutoencoderKLLTX2Audio`` config from the official ``audio_vae`` section (ltx-core's
+    ``AudioEncoderConfigurator`` / ``AudioDecoderConfigurator``)."""
+    a = meta["audio_vae"]
+    params = a.get("model", {}).get("params", {})
+    dd = params.get("ddconfig", {})
+    pre = a.get("preprocessing", {})
+    stft = pre.get("stft", {})
+    mel_bins = dd.get("mel_bins") or pre.get("mel", {}).get("n_mel_channels") or a.get("variables", {}).get("mel_bins")
+    if dd.get("attn_type", "vanilla") != "vanilla":
+        raise ValueError(f"checkpoint metadata: audio VAE attn_type {dd.get('attn_type')!r} is not supported")
+    attn = dd.get("attn_resolutions", [8, 16, 32])
+    cfg = dict(packaged)
+    cfg.update(
+        base_channels=dd.get("ch", 128), output_channels=dd.get("out_ch", 2), ch_mult=list(dd.get("ch_mult", (1, 2, 4))),
+        num_res_blocks=dd.get("num_res_blocks", 2), attn_resolutions=list(attn) if attn else None,
+        in_channels=dd.get("in_channels", 2), resolution=dd.get("resolution", 256),
+        latent_channels=dd.get("z_channels", 8), norm_type=dd.get("norm_type", "pixel"),
+        causality_axis=dd.get("causality_axis", "height"), dropout=dd.get("dropout", 0.0),
+        mid_block_add_attention=dd.get("mid_block_add_attention", True), double_z=dd.get("double_z", True),
+        sample_rate=params.get("sampling_rate", 16000), mel_hop_length=stft.get("hop_length", 160),
+        is_causal=stft.get("causal", True), mel_bins=mel_bins or cfg.get("mel_bins"),
+    )
+    return cfg
+
+
+def _generator_fields(g: dict, prefix: str = "") -> dict:
+    """One ltx-core ``Vocoder`` (HiFi-GAN "1" or BigVGAN "AMP1" resblocks) as diffusers vocoder fields."""
+    amp = g.get("resblock", "1") == "AMP1"
+    return {
+        f"{prefix}hidden_channels": g.get("upsample_initial_channel", 1024),
+        f"{prefix}upsample_factors": list(g.get("upsample_rates", [6, 5, 2, 2, 2])),
+        f"{prefix}upsample_kernel_sizes": list(g.get("upsample_kernel_sizes", [16, 15, 8, 4, 4])),
+        f"{prefix}resnet_kernel_sizes": list(g.get("resblock_kernel_sizes", [3, 7, 11])),
+        f"{prefix}resnet_dilations": [list(d) for d in g.get("resblock_dilation_sizes", [[1, 3, 5]] * 3)],
+        f"{prefix}act_fn": g.get("activation", "snake") if amp else "leaky_relu",
+        f"{prefix}antialias": amp,
+        f"{prefix}final_bias": bool(g.get("use_bias_at_final", True)),
+        f"{prefix}out_channels": 2,  # ltx-core: every vocoder is stereo
+    }
+
+
+def vocoder_config(meta: dict, packaged: dict) -> dict:
+    """diffusers ``LTX2Vocoder`` / ``LTX2VocoderWithBWE`` config from the official ``vocoder`` section (ltx-core's
+    ``VocoderConfigurator``: a flat generator config, or ``vocoder`` + ``bwe`` for LTX-2.3's bandwidth extension).
+    ltx-core fixes the input at 128 = 2 stereo channels x 64 mel bins; we take the mel bins from the ``audio_vae``
+    section when it is there."""
+    voc = meta["vocoder"]
+    cfg = dict(packaged)
+    if "bwe" not in voc:
+        cfg.update(_class_name="LTX2Vocoder", **_generator_fields(voc),
+                   final_act_fn="tanh" if voc.get("use_tanh_at_final", True) else None,
+                   output_sampling_rate=voc.get("output_sampling_rate", 24000))
+    else:
+        main, bwe = voc.get("vocoder", {}), voc["bwe"]
+        cfg.update(_class_name="LTX2VocoderWithBWE", **_generator_fields(main), **_generator_fields(bwe, "bwe_"),
+                   final_act_fn="tanh" if main.get("use_tanh_at_final", True) else None,
+                   bwe_final_act_fn=None,  # ltx-core applies no final activation to the extension
+                   input_sampling_rate=bwe["input_sampling_rate"], output_sampling_rate=bwe["output_sampling_rate"],
+                   filter_length=bwe["n_fft"], window_length=bwe["n_fft"], hop_length=bwe["hop_length"],
+                   num_mel_channels=bwe["num_mels"], bwe_in_channels=2 * bwe["num_mels"])
+    if isinstance(meta.get("audio_vae"), dict) and meta["audio_vae"]:
+        cfg["in_channels"] = 2 * audio_vae_config(meta, {})["mel_bins"]
+    return cfg
+
+
 def component_config(name: str, meta: dict, packaged: dict, packaged_source: str,
                      projection_in_features: int | None = None) -> ComponentConfig:
     """The diffusers config of component ``name``: from the metadata when it describes it, else the packaged one."""
-    if name in ("transformer", "connectors") and isinstance(meta.get("transformer"), dict) and meta["transformer"]:
-        cfg = (transformer_config(meta, packaged) if name == "transformer"
-               else connectors_config(meta, packaged, projection_in_features))
-        return ComponentConfig(cfg, "the checkpoint's config metadata (section 'transformer')")
+    section = "transformer" if name == "connectors" else name
+    if isinstance(meta.get(section), dict) and meta[section]:
+        if name == "transformer":
+            cfg = transformer_config(meta, packaged)
+        elif name == "connectors":
+            cfg = connectors_config(meta, packaged, projection_in_features)
+        elif name == "vae":
+            cfg = video_vae_config(meta, packaged)
+        elif name == "audio_vae":
+            cfg = audio_vae_config(meta, packaged)
+        else:
+            cfg = vocoder_config(meta, packaged)
+        return ComponentConfig(cfg, f"the checkpoint's config metadata (section {section!r})")
     return ComponentConfig(dict(packaged), f"the packaged fallback {packaged_source}")
