@@ -317,3 +317,96 @@ def test_packaged_config_is_only_a_fallback_and_named(tmp_path):
         resolve_model(path, str(tmp_path / "cache"))
     assert "lacks 1 tensor" in str(err.value) and "transformer_blocks.1.attn2.to_k.weight" in str(err.value)
     assert "config metadata (section 'transformer')" in str(err.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("lora_dtype", [torch.float32, torch.bfloat16], ids=["fp32-file", "bf16-file"])
+def test_exported_lora_fuses_in_ltx_core_like_peft(tmp_path, family, lora_dtype, monkeypatch):
+    """A trained LoRA (random, non-zero, alpha != rank) exported by export/lora_file.py and fused by ltx-core's
+    loader the way ltx-pipelines passes LoRAs gives the output of our PEFT-attached transformer."""
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, SingleGPUModelBuilder
+    from ltx_core.model.transformer import LTXV_MODEL_COMFY_RENAMING_MAP
+
+    from ltxtrain.export.lora_file import save_lora
+    from ltxtrain.models.lora import (ATTENTION_TARGETS, AUDIO_TARGETS, VIDEO_TARGETS, attach_lora,
+                                      lora_parameters, lora_state_dict)
+
+    monkeypatch.setattr(ltx_args.MultiModalTransformerArgsPreprocessor, "prepare", _official_routing)
+    base_path = str(tmp_path / f"{family}-bf16.safetensors")
+    write_official_file(base_path, family, dtype=torch.bfloat16)  # ltx-core fuses LoRAs into bf16 bases only
+    ours = load_components(resolve_model(base_path, str(tmp_path / "cache")), ["transformer"])["transformer"]
+    vt, at, text = _inputs(family, ours, with_audio=True)
+    with torch.no_grad():
+        base_v, base_a = predict(ours, vt, text, at)
+    rank, alpha = 4, 8.0
+    attach_lora(ours, rank, sorted(set(ATTENTION_TARGETS + VIDEO_TARGETS + AUDIO_TARGETS)), alpha=alpha)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in lora_parameters(ours):
+            # a file rounds the weights to its dtype; start from representable values so both sides use the same
+            p.copy_((0.05 * torch.randn(p.shape, generator=g)).to(lora_dtype).float())
+    lora_path = str(tmp_path / "lora.safetensors")
+    save_lora(lora_path, lora_state_dict(ours), rank, alpha, dtype=lora_dtype)
+    with torch.no_grad():
+        got_v, got_a = predict(ours, vt, text, at)
+
+    fused = (SingleGPUModelBuilder(LTXModelConfigurator, base_path, model_sd_ops=LTXV_MODEL_COMFY_RENAMING_MAP)
+             .lora(lora_path, 1.0, LTXV_LORA_COMFY_RENAMING_MAP)
+             .build(device=torch.device("cpu"), dtype=torch.float32).float().eval())
+    vx, ax = ltx_core_forward(fused, vt, at, text)
+    effect = min(rel(got_v, base_v), rel(got_a, base_a))
+    assert effect > 1e-2, effect  # the LoRA changes the output markedly
+    if lora_dtype == torch.float32:
+        assert rel(got_v, vx) <= 1e-4 and rel(got_a, ax) <= 1e-4, (rel(got_v, vx), rel(got_a, ax))
+    else:  # ltx-core multiplies B @ A in the file's dtype: bf16 rounding of the LoRA's product, nothing more
+        err_v = ((got_v - vx).norm() / (got_v - base_v).norm()).item()
+        err_a = ((got_a - ax).norm() / (got_a - base_a).norm()).item()
+        assert err_v <= 1e-2 and err_a <= 1e-2, (err_v, err_a)
+
+
+def _spy_inputs(module: torch.nn.Module, store: list):
+    return module.register_forward_pre_hook(lambda m, args, kwargs: store.append(
+        (args[0] if args else kwargs["timestep"]).detach().clone()), with_kwargs=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cross_modal_adaln_inputs_are_the_official_ones(family):
+    """What each AdaLN of the audio<->video cross-attention is fed, computed by hand: scale/shift tables get the
+    modality's own per-token timesteps, the gates the other modality's sigma x av_ca multiplier."""
+    tr = build_tiny_components(family)["transformer"]
+    vt, at, text = _inputs(family, tr, with_audio=True)
+    seen = {n: [] for n in ("av_cross_attn_video_scale_shift", "av_cross_attn_video_a2v_gate",
+                            "av_cross_attn_audio_scale_shift", "av_cross_attn_audio_v2a_gate")}
+    hooks = [_spy_inputs(getattr(tr, n), seen[n]) for n in seen]
+    with torch.no_grad():
+        predict(tr, vt, text, at)
+    for h in hooks:
+        h.remove()
+    factor = tr.config.cross_attn_timestep_scale_multiplier / tr.config.timestep_scale_multiplier
+    torch.testing.assert_close(seen["av_cross_attn_video_scale_shift"][0], vt.timesteps.flatten())
+    torch.testing.assert_close(seen["av_cross_attn_audio_scale_shift"][0], at.timesteps.flatten())
+    torch.testing.assert_close(seen["av_cross_attn_video_a2v_gate"][0], at.sigma * 1000 * factor)
+    torch.testing.assert_close(seen["av_cross_attn_audio_v2a_gate"][0], vt.sigma * 1000 * factor)
+    # the clean first frame of sample 0 is at timestep 0 in its scale/shift, not at the sample's sigma
+    assert seen["av_cross_attn_video_scale_shift"][0][0] == 0
+
+
+def test_timesteps_and_sigmas_reach_a_bf16_transformer_in_fp32():
+    """737.3 stays 737.3 (bf16 would make it 736); a bf16 model runs with them on CPU, also under autocast."""
+    tr = build_tiny_components("ltx-2.3")["transformer"].to(torch.bfloat16)
+    vt, at, text = _inputs("ltx-2.3", tr, with_audio=True)
+    seen = {n: [] for n in ("time_embed", "audio_time_embed", "prompt_adaln", "audio_prompt_adaln",
+                            "av_cross_attn_video_a2v_gate")}
+    hooks = [_spy_inputs(getattr(tr, n), seen[n]) for n in seen]
+    with torch.no_grad():
+        v, a = predict(tr, vt, text, at)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            v2, a2 = predict(tr, vt, text, at)
+    for h in hooks:
+        h.remove()
+    assert all(x.dtype == torch.float32 for xs in seen.values() for x in xs), {k: [x.dtype for x in xs]
+                                                                                for k, xs in seen.items()}
+    assert seen["prompt_adaln"][0][0].item() == pytest.approx(737.3, abs=1e-3)
+    assert seen["time_embed"][0].max().item() == pytest.approx(737.3, abs=1e-3)
+    assert all(torch.isfinite(x).all() for x in (v, a, v2, a2))
+    assert rel(v2, v) < 5e-2  # autocast computes in bf16 too: the same result up to bf16 rounding
