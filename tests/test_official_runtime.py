@@ -319,9 +319,21 @@ def test_packaged_config_is_only_a_fallback_and_named(tmp_path):
     assert "config metadata (section 'transformer')" in str(err.value)
 
 
+@pytest.fixture(scope="module")
+def bf16_bases(tmp_path_factory):
+    """Per family: a bf16 official file (ltx-core fuses LoRAs into bf16 bases only) and our folder resolved from it."""
+    root = tmp_path_factory.mktemp("official-bf16")
+    out = {}
+    for family in FAMILIES:
+        path = str(root / f"{family}-bf16.safetensors")
+        write_official_file(path, family, dtype=torch.bfloat16)
+        out[family] = (path, resolve_model(path, str(root / "cache")))
+    return out
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("lora_dtype", [torch.float32, torch.bfloat16], ids=["fp32-file", "bf16-file"])
-def test_exported_lora_fuses_in_ltx_core_like_peft(tmp_path, family, lora_dtype, monkeypatch):
+def test_exported_lora_fuses_in_ltx_core_like_peft(tmp_path, bf16_bases, family, lora_dtype, monkeypatch):
     """A trained LoRA (random, non-zero, alpha != rank) exported by export/lora_file.py and fused by ltx-core's
     loader the way ltx-pipelines passes LoRAs gives the output of our PEFT-attached transformer."""
     from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, SingleGPUModelBuilder
@@ -332,9 +344,8 @@ def test_exported_lora_fuses_in_ltx_core_like_peft(tmp_path, family, lora_dtype,
                                       lora_parameters, lora_state_dict)
 
     monkeypatch.setattr(ltx_args.MultiModalTransformerArgsPreprocessor, "prepare", _official_routing)
-    base_path = str(tmp_path / f"{family}-bf16.safetensors")
-    write_official_file(base_path, family, dtype=torch.bfloat16)  # ltx-core fuses LoRAs into bf16 bases only
-    ours = load_components(resolve_model(base_path, str(tmp_path / "cache")), ["transformer"])["transformer"]
+    base_path, base_dir = bf16_bases[family]
+    ours = load_components(base_dir, ["transformer"])["transformer"]
     vt, at, text = _inputs(family, ours, with_audio=True)
     with torch.no_grad():
         base_v, base_a = predict(ours, vt, text, at)
