@@ -9,15 +9,17 @@ timesteps: a scale/shift table per side and a gate per direction. Three rules ex
 * ``cross`` — ltx-core 1.0.0 on PyPI and diffusers 0.42.1 ``use_cross_timestep=True``: both from the other sigma.
 * ``own`` — diffusers 0.42.1 ``use_cross_timestep=False``: both from the own timesteps.
 
-Both families run ``official`` (:data:`FAMILY_ROUTING`): it is what Lightricks' own runtime and ComfyUI run the
-published LTX-2.0 and LTX-2.3 checkpoints with today, so a LoRA trained here behaves the same there. (Before, LTX-2.0
-ran ``own`` and LTX-2.3 ``cross``: the audio+video forward differed from the official one by relative 0.14-0.30.)
+Both families run ``official`` (:data:`FAMILY_ROUTING`): Lightricks' current code applies that one rule to the
+LTX-2.0 and the LTX-2.3 checkpoints alike (one ``transformer_args`` for both), and ComfyUI follows it, so a LoRA
+trained here sees the modulation it will get there. (Before, LTX-2.0 ran ``own`` and LTX-2.3 ``cross``, after
+diffusers' ``cross_attn_mod``: audio+video outputs differed from the official ones, by 1e-2 relative on the tiny
+models of tests/test_official_runtime.py and 0.14-0.30 in the first measurement.)
 
 diffusers offers only ``own``/``cross``, and computes the gate input inline in ``LTX2VideoTransformer3DModel.forward``.
 :func:`install` therefore runs that forward with ``use_cross_timestep=False`` (own scale/shift) and replaces only the
 input of the two gate AdaLN modules (``av_cross_attn_video_a2v_gate``, ``av_cross_attn_audio_v2a_gate``) with the other
-modality's sigma times the same factor diffusers applies — two forward pre-hooks, no copy of diffusers' code, no new
-module and no change to the state dict or the saved class. Video-only passes (``isolate_modalities``) skip the
+modality's sigma times the same factor diffusers applies — forward pre-hooks on the transformer and on the two gates,
+no copy of diffusers' code, no new module and no change to the state dict or the saved class. Video-only passes (``isolate_modalities``) skip the
 cross-attention, so the routing does not matter there.
 """
 

@@ -205,7 +205,8 @@ def audio_vae_config(meta: dict, packaged: dict) -> dict:
     attn = dd.get("attn_resolutions", [8, 16, 32])
     cfg = dict(packaged)
     cfg.update(
-        base_channels=dd.get("ch", 128), output_channels=dd.get("out_ch", 2), ch_mult=list(dd.get("ch_mult", (1, 2, 4))),
+        base_channels=dd.get("ch", 128), output_channels=dd.get("out_ch", 2),
+        ch_mult=list(dd.get("ch_mult", (1, 2, 4))),
         num_res_blocks=dd.get("num_res_blocks", 2), attn_resolutions=list(attn) if attn else None,
         in_channels=dd.get("in_channels", 2), resolution=dd.get("resolution", 256),
         latent_channels=dd.get("z_channels", 8), norm_type=dd.get("norm_type", "pixel"),

@@ -21,12 +21,13 @@ Loading follows the diffusers-tiny REPORT section 7:
 * video VAE: diffusers 0.42.1's converter only knows the LTX-2.0 block layout, so the keys are mapped here with the
   general rule of diffusers' conversion script (``up_blocks.7/8`` of LTX-2.3, ``last_time_embedder``...). A test
   checks that it agrees with diffusers' converter on the 2.0 layout;
-* audio VAE: ``convert_ltx2_audio_vae_to_diffusers`` ;
+* audio VAE: ``convert_ltx2_audio_vae_to_diffusers``;
 * connectors / vocoder: the rename tables of diffusers' ``scripts/convert_ltx2_to_diffusers.py``.
 
 Before anything is materialised, the converted key set is compared with the model's: a missing tensor raises
 ``MissingWeightsError`` naming the original checkpoint key and the config used (nothing can silently stay random), and
-keys the model does not have raise as well (``strict=False`` turns that into a warning). After loading, no parameter may be on ``meta``.
+keys the model does not have raise as well (``strict=False`` turns that into a warning). After loading, no parameter
+may be on ``meta``.
 """
 
 from __future__ import annotations
@@ -440,7 +441,7 @@ def _convert_component(name: str, ckpt: _Checkpoint, keys: list[str], cc: Compon
 def _projection_in_features(ckpt: _Checkpoint, keys: list[str]) -> int | None:
     """Input width of the connectors' text projection (= text encoder width x stacked hidden states)."""
     for k in keys:
-        if k.endswith(("aggregate_embed.weight",)):
+        if k.endswith("aggregate_embed.weight"):
             return ckpt.shape(k)[1]
     return None
 
@@ -583,7 +584,8 @@ def convert_single_file(ckpt_path: str, out_dir: str, family: str | None = None,
                 _link_text_encoder(text_encoder, tmp)
             write_model_index(tmp, classes)
             max_len = REAL_MAX_SEQUENCE_LENGTH
-            if config_dir and os.path.isfile(os.path.join(config_dir, MODEL_INFO_FILE)):  # e.g. the tiny preset used as config_dir
+            # e.g. the tiny preset used as config_dir
+            if config_dir and os.path.isfile(os.path.join(config_dir, MODEL_INFO_FILE)):
                 max_len = load_model_info(config_dir).max_sequence_length
             write_model_info(tmp, ModelInfo(family=family, max_sequence_length=max_len, source="single_file"),
                              extra={"checkpoint": os.path.abspath(ckpt_path),
