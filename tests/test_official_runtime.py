@@ -177,13 +177,30 @@ def _inputs(family: str, transformer, with_audio: bool, seed: int = 1):
     return vt, at, text
 
 
+def ltx_core_positions(vt, at: AudioTokens | None):
+    """RoPE positions as ltx-core's pipelines make them (its latent tools), for the token grids of ``vt`` / ``at``."""
+    from ltx_core.components.patchifiers import AudioPatchifier, VideoLatentPatchifier
+    from ltx_core.tools import AudioLatentTools, VideoLatentTools
+    from ltx_core.types import AudioLatentShape, VideoLatentShape
+
+    b, c = vt.hidden.shape[0], vt.hidden.shape[-1]
+    video = VideoLatentTools(VideoLatentPatchifier(1), VideoLatentShape(b, c, *vt.grid), vt.fps)
+    audio = None
+    if at is not None:  # tokens of 2 latent channels x 4 mel bins
+        audio = AudioLatentTools(AudioPatchifier(1), AudioLatentShape(b, 2, at.hidden.shape[1], 4))
+        audio = audio.create_initial_state("cpu", torch.float32).positions
+    return video.create_initial_state("cpu", torch.float32).positions, audio
+
+
 def ltx_core_forward(model, vt, at: AudioTokens | None, text: TextContext):
-    """ltx-core's forward on the same tokens: Modality timesteps and sigma are in [0, 1] (ltx-core scales them)."""
-    video = Modality(latent=vt.hidden, sigma=vt.sigma, timesteps=vt.sigma_tok, positions=vt.coords,
+    """ltx-core's forward on the same tokens, with ltx-core's own RoPE positions: Modality timesteps and sigma are
+    in [0, 1] (ltx-core scales them), the text mask is the 0/1 keep mask."""
+    video_pos, audio_pos = ltx_core_positions(vt, at)
+    video = Modality(latent=vt.hidden, sigma=vt.sigma, timesteps=vt.sigma_tok, positions=video_pos,
                      context=text.video, context_mask=text.mask)
     audio = None
     if at is not None:
-        audio = Modality(latent=at.hidden, sigma=at.sigma, timesteps=at.sigma_tok, positions=at.coords,
+        audio = Modality(latent=at.hidden, sigma=at.sigma, timesteps=at.sigma_tok, positions=audio_pos,
                          context=text.audio, context_mask=text.mask)
     with torch.no_grad():
         vx, ax = model(video, audio, BatchedPerturbationConfig.empty(vt.hidden.shape[0]))
@@ -237,6 +254,8 @@ def test_forward_matches_ltx_core(converted, family, with_audio, monkeypatch):
     ours = load_components(converted[family].dir, ["transformer"])["transformer"]
     assert cross_modal.routing_of(ours) == cross_modal.FAMILY_ROUTING[family] == "official"
     vt, at, text = _inputs(family, ours, with_audio)
+    video_pos, audio_pos = ltx_core_positions(vt, at)
+    assert torch.equal(vt.coords, video_pos) and (at is None or torch.equal(at.coords, audio_pos))
     with torch.no_grad():
         got = predict(ours, vt, text, at)
     vx, ax = ltx_core_forward(ref, vt, at, text)
