@@ -307,6 +307,14 @@ def test_official_file_loads_through_the_cli_path(converted, family):
     comps = load_components(c.dir, ["transformer", "connectors", "vae", "audio_vae", "vocoder"])
     tr = comps["transformer"]
     assert (tr.config.num_layers, tr.config.num_attention_heads, tr.config.attention_head_dim) == (2, 2, 16)
+    # the metadata sections describe the tiny preset, and the configs mapped from them are the preset's
+    preset = build_tiny_components(family)
+    plain = lambda m: {k: json.loads(json.dumps(v)) for k, v in m.config.items() if not k.startswith("_")}  # noqa
+    for name in ("vae", "audio_vae", "vocoder"):
+        got, want = plain(comps[name]), plain(preset[name])
+        if name == "vocoder" and family == "ltx-2.3":  # ltx-core clamps the first stage (use_tanh_at_final off)
+            assert (got.pop("final_act_fn"), want.pop("final_act_fn")) == ("clamp", None)
+        assert got == want, name
     ours = original_keys_from_diffusers(comps)
     from safetensors import safe_open
 

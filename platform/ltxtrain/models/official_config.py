@@ -234,6 +234,11 @@ def _generator_fields(g: dict, prefix: str = "") -> dict:
     }
 
 
+def _final_activation(g: dict) -> str:
+    # ltx-core ends a (non-extension) vocoder with tanh, or a clamp to [-1, 1] when use_tanh_at_final is off
+    return "tanh" if g.get("use_tanh_at_final", True) else "clamp"
+
+
 def vocoder_config(meta: dict, packaged: dict) -> dict:
     """diffusers ``LTX2Vocoder`` / ``LTX2VocoderWithBWE`` config from the official ``vocoder`` section (ltx-core's
     ``VocoderConfigurator``: a flat generator config, or ``vocoder`` + ``bwe`` for LTX-2.3's bandwidth extension).
@@ -243,12 +248,12 @@ def vocoder_config(meta: dict, packaged: dict) -> dict:
     cfg = dict(packaged)
     if "bwe" not in voc:
         cfg.update(_class_name="LTX2Vocoder", **_generator_fields(voc),
-                   final_act_fn="tanh" if voc.get("use_tanh_at_final", True) else None,
+                   final_act_fn=_final_activation(voc),
                    output_sampling_rate=voc.get("output_sampling_rate", 24000))
     else:
         main, bwe = voc.get("vocoder", {}), voc["bwe"]
         cfg.update(_class_name="LTX2VocoderWithBWE", **_generator_fields(main), **_generator_fields(bwe, "bwe_"),
-                   final_act_fn="tanh" if main.get("use_tanh_at_final", True) else None,
+                   final_act_fn=_final_activation(main),
                    bwe_final_act_fn=None,  # ltx-core applies no final activation to the extension
                    input_sampling_rate=bwe["input_sampling_rate"], output_sampling_rate=bwe["output_sampling_rate"],
                    filter_length=bwe["n_fft"], window_length=bwe["n_fft"], hop_length=bwe["hop_length"],
