@@ -9,3 +9,7 @@ python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull the multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
+# Lightricks' ltx-core: the reference our parity tests compare against (tests/test_official_runtime.py). It declares
+# torch~=2.7 but runs with our torch, so it goes in without its dependencies (pip must never touch torch); einops,
+# the one light module it imports that we lack, comes with the test extra.
+python -m pip install -q --no-deps "ltx-core==1.0.0"

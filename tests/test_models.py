@@ -338,3 +338,45 @@ def test_model_info_inferred_for_plain_diffusers_folder(tmp_path, tiny_dirs):
         (plain / "transformer" / "config.json").write_text(open(os.path.join(d, "transformer", "config.json")).read())
         info = load_model_info(str(plain))
         assert (info.family, info.max_sequence_length, info.source) == (family, 1024, "diffusers")
+
+
+# ------------------------------------------------------------------------------------------- cross-modal routing
+def test_every_built_transformer_runs_the_official_cross_modal_routing(tiny_dirs):
+    """Tiny preset, diffusers folders (training, validation, serve: load_components / build_pipeline), the meta
+    model FSDP ranks build, and a transformer built elsewhere once it goes through predict."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    from ltxtrain.conditioning.tokens import TextContext, audio_tokens, predict, video_tokens
+    from ltxtrain.models import cross_modal
+    from ltxtrain.models.tiny import transformer_config
+
+    for family, d in tiny_dirs.items():
+        want = cross_modal.FAMILY_ROUTING[family]
+        assert want == "official"
+        assert cross_modal.routing_of(build_tiny_components(family)["transformer"]) == want
+        assert cross_modal.routing_of(load_components(d, ["transformer"])["transformer"]) == want
+        assert cross_modal.routing_of(bundle.empty_component(d, "transformer")) == want
+    assert cross_modal.routing_of(build_pipeline(tiny_dirs["ltx-2.0"]).transformer) == "official"
+
+    torch.manual_seed(0)
+    raw = LTX2VideoTransformer3DModel(**transformer_config("ltx-2.0")).eval()
+    assert cross_modal.routing_of(raw) is None
+    b = 1
+    vt = video_tokens(raw.rope, torch.randn(b, 8, 1, 1, 2), torch.tensor([0.5]), fps=24.0,
+                      noise=torch.randn(b, 2, 8))
+    at = audio_tokens(raw.audio_rope, torch.randn(b, 3, 8), torch.tensor([0.25]), noise=torch.randn(b, 3, 8))
+    text = TextContext(torch.randn(b, 4, 32), torch.randn(b, 4, 32), torch.ones(b, 4, dtype=torch.long))
+    with torch.no_grad():
+        first = predict(raw, vt, text, at)
+    assert cross_modal.routing_of(raw) == "official"
+    cross_modal.install(raw, "official")  # idempotent
+    with pytest.raises(ValueError, match="already runs"):
+        cross_modal.install(raw, "cross")
+    # the other routings give other outputs (the routing is live, not a label)
+    for other in ("own", "cross"):
+        m = LTX2VideoTransformer3DModel(**transformer_config("ltx-2.0")).eval()
+        m.load_state_dict(raw.state_dict())
+        cross_modal.install(m, other)
+        with torch.no_grad():
+            out = predict(m, vt, text, at)
+        assert not torch.allclose(out[1], first[1], atol=1e-6), other

@@ -203,7 +203,14 @@ def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioToke
     diffusers' LTX-2 transformer always runs an audio stream; for video-only work we feed a single silent audio
     token and isolate the modalities, so no audio signal reaches the video tokens (like the official trainer's
     audio=None path, which skips the audio<->video cross-attention).
+
+    Timesteps and sigmas go in as float32 whatever the model's dtype, as in Lightricks' runtime (bf16 would round
+    737.3 to 736); the time embeddings cast their sinusoids to the model dtype themselves. The cross-modal AdaLN
+    routing is the family's (``models.cross_modal``), installed on first use for transformers built elsewhere.
     """
+    from ..models import cross_modal
+
+    cross_modal.ensure(transformer)
     dt = transformer.dtype
     b = video.hidden.shape[0]
     device = video.hidden.device
@@ -216,21 +223,21 @@ def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioToke
     else:
         audio_hidden, audio_coords = audio.hidden, audio.coords
         audio_t, audio_sigma = audio.timesteps, audio.sigma * TIMESTEP_SCALE
+    f32 = torch.float32
     out_video, out_audio = transformer(
         hidden_states=video.hidden.to(dt),
         audio_hidden_states=audio_hidden.to(dt),
         encoder_hidden_states=text.video.to(dt),
         audio_encoder_hidden_states=text.audio.to(dt),
-        timestep=video.timesteps.to(dt),
-        audio_timestep=audio_t.to(dt),
-        sigma=(video.sigma * TIMESTEP_SCALE).to(dt),
-        audio_sigma=audio_sigma.to(dt),
+        timestep=video.timesteps.to(f32),
+        audio_timestep=audio_t.to(f32),
+        sigma=(video.sigma * TIMESTEP_SCALE).to(f32),
+        audio_sigma=audio_sigma.to(f32),
         encoder_attention_mask=text.mask,
         audio_encoder_attention_mask=text.mask,
         video_coords=video.coords,
         audio_coords=audio_coords,
         isolate_modalities=audio is None,
-        use_cross_timestep=bool(getattr(cfg, "cross_attn_mod", False)),
         fps=video.fps,
         return_dict=False,
         **forward_kwargs,  # e.g. spatio_temporal_guidance_blocks for STG passes

@@ -1,4 +1,7 @@
-"""LTX-2 / LTX-2.3 model folders (tiny preset, diffusers folders, official single-file checkpoints) and LoRA."""
+"""LTX-2 / LTX-2.3 model folders (tiny preset, diffusers folders, official single-file checkpoints) and LoRA.
+
+Every transformer built here runs the family's cross-modal AdaLN routing (``cross_modal``); official single files
+are built from their own ``config`` metadata (``official_config``)."""
 
 from .bundle import (COMPONENTS, ModelInfo, build_pipeline, load_components, load_model_info, resolve_model,
                      write_model_info)

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import torch
 
+from . import cross_modal
 from .tiny import MAX_SEQUENCE_LENGTH, build_tiny_components
 
 logger = logging.getLogger(__name__)
@@ -66,9 +67,14 @@ def load_model_info(model_dir: str) -> ModelInfo:
         return ModelInfo(**{k: v for k, v in data.items() if k in names})
     with open(os.path.join(model_dir, "transformer", "config.json")) as f:
         tcfg = json.load(f)
-    v2 = tcfg.get("gated_attn") or tcfg.get("cross_attn_mod") or tcfg.get("use_prompt_embeddings") is False
-    return ModelInfo(family="ltx-2.3" if v2 else "ltx-2.0", max_sequence_length=REAL_MAX_SEQUENCE_LENGTH,
+    return ModelInfo(family=family_of_transformer_config(tcfg), max_sequence_length=REAL_MAX_SEQUENCE_LENGTH,
                      source="diffusers")
+
+
+def family_of_transformer_config(tcfg: dict) -> str:
+    """"ltx-2.3" if a diffusers transformer config has any LTX-2.3 feature, else "ltx-2.0"."""
+    v2 = tcfg.get("gated_attn") or tcfg.get("cross_attn_mod") or tcfg.get("use_prompt_embeddings") is False
+    return "ltx-2.3" if v2 else "ltx-2.0"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -216,6 +222,8 @@ def _load_one(model_dir: str, name: str, dtype: torch.dtype, device: str | torch
     cfg = _read_json(os.path.join(sub, "config.json"))
     cls = _diffusers_class(cfg["_class_name"])
     model = cls.from_pretrained(model_dir, subfolder=name, torch_dtype=dtype, local_files_only=True)
+    if name == "transformer":
+        cross_modal.install_for_family(model, load_model_info(model_dir).family)
     return model.to(device).eval()
 
 
@@ -246,5 +254,7 @@ def empty_component(model_dir: str, name: str, dtype: torch.dtype = torch.float3
     cls = _diffusers_class(cfg["_class_name"])
     with torch.device("meta"):
         model = cls.from_config(cls.load_config(sub))
+    if name == "transformer":
+        cross_modal.install_for_family(model, load_model_info(model_dir).family)
     # nn.Module.to: ModelMixin.to warns about fp32-pinned modules, which LTX-2 has none of
     return torch.nn.Module.to(model, dtype).eval()

@@ -13,19 +13,21 @@ and no text encoder (Gemma 3 comes separately; pass ``text_encoder=``).
 
 Loading follows the diffusers-tiny REPORT section 7:
 
-* every component is loaded from a LOCAL config folder (``config=...``, ``subfolder=...``, ``local_files_only=True``);
-  without it diffusers would guess an LTX-Video v1 hub repo;
+* every component is built from a config we hold (never a hub guess, which would be an LTX-Video v1 repo): the
+  architecture the checkpoint's ``config`` metadata describes, as ltx-core builds it (``official_config``), else the
+  family's packaged config; the converted tensors are then assigned to the empty model;
 * transformer: diffusers' ``convert_ltx2_transformer_to_diffusers`` after renaming the LTX-2.3
   ``prompt_adaln_single`` keys, which diffusers 0.42.1 does not map (it would silently keep random weights);
 * video VAE: diffusers 0.42.1's converter only knows the LTX-2.0 block layout, so the keys are mapped here with the
   general rule of diffusers' conversion script (``up_blocks.7/8`` of LTX-2.3, ``last_time_embedder``...). A test
   checks that it agrees with diffusers' converter on the 2.0 layout;
-* audio VAE: ``convert_ltx2_audio_vae_to_diffusers`` (the class has no ``from_single_file``);
+* audio VAE: ``convert_ltx2_audio_vae_to_diffusers``;
 * connectors / vocoder: the rename tables of diffusers' ``scripts/convert_ltx2_to_diffusers.py``.
 
 Before anything is materialised, the converted key set is compared with the model's: a missing tensor raises
-``MissingWeightsError`` naming the original checkpoint key (nothing can silently stay random), and keys the model does
-not have raise as well (``strict=False`` turns that into a warning). After loading, no parameter may be on ``meta``.
+``MissingWeightsError`` naming the original checkpoint key and the config used (nothing can silently stay random), and
+keys the model does not have raise as well (``strict=False`` turns that into a warning). After loading, no parameter
+may be on ``meta``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import tempfile
 from typing import Iterable
 
 import torch
+
+from .official_config import ComponentConfig, component_config, read_metadata_config
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +281,9 @@ class _Checkpoint:
     def get(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         return {k: self._f.get_tensor(k) for k in keys}
 
+    def shape(self, key: str) -> list[int]:
+        return list(self._f.get_slice(key).get_shape())
+
     def close(self) -> None:
         self._f = None
 
@@ -332,18 +339,21 @@ def _expected_shapes(cls, config: dict) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _check_keys(name: str, converted: dict, expected: dict[str, tuple], to_original, strict: bool) -> None:
+def _check_keys(name: str, converted: dict, expected: dict[str, tuple], to_original, strict: bool,
+                where: str = "") -> None:
+    """``where``: which config the model was built with and where it came from, for the error messages."""
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
+    built = f" (model built with the {where})" if where else ""
     if missing:
         shown = [f"{to_original(k)} (diffusers: {name}.{k})" for k in missing[:20]]
         more = f" ... and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise MissingWeightsError(
             f"{name}: the checkpoint lacks {len(missing)} tensor(s) the model needs (they would stay randomly "
-            f"initialised): " + ", ".join(shown) + more)
+            f"initialised){built}: " + ", ".join(shown) + more)
     if unexpected:
         msg = (f"{name}: {len(unexpected)} checkpoint tensor(s) have no place in the configured model (wrong family or "
-               f"config?): " + ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
+               f"config?){built}: " + ", ".join(unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
         if strict:
             raise UnexpectedWeightsError(msg)
         logger.warning(msg)
@@ -352,7 +362,7 @@ def _check_keys(name: str, converted: dict, expected: dict[str, tuple], to_origi
     wrong = [f"{to_original(k)}: checkpoint {tuple(v.shape)} vs model {expected[k]}"
              for k, v in converted.items() if tuple(v.shape) != expected[k]]
     if wrong:
-        raise ValueError(f"{name}: {len(wrong)} tensor shape(s) do not match the config (wrong config?): "
+        raise ValueError(f"{name}: {len(wrong)} tensor shape(s) do not match the config (wrong config?){built}: "
                          + "; ".join(wrong[:10]))
 
 
@@ -389,10 +399,9 @@ def _dominant_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:
     return max(counts, key=counts.get) if counts else torch.float32
 
 
-def _convert_component(name: str, ckpt: _Checkpoint, keys: list[str], config_dir: str, strict: bool,
-                       overrides: dict | None = None, dtype: torch.dtype | None = None) -> torch.nn.Module:
-    config = _load_config(config_dir, name)
-    config.update(overrides or {})
+def _convert_component(name: str, ckpt: _Checkpoint, keys: list[str], cc: ComponentConfig, strict: bool,
+                       dtype: torch.dtype | None = None) -> torch.nn.Module:
+    config = cc.config
     cls = _class_for(config)
     if not keys:
         raise MissingWeightsError(f"{name}: the checkpoint has no tensors for this component")
@@ -412,25 +421,51 @@ def _convert_component(name: str, ckpt: _Checkpoint, keys: list[str], config_dir
     else:
         raise ValueError(name)
     del raw
-    _check_keys(name, converted, _expected_shapes(cls, config), to_orig, strict)
+    _check_keys(name, converted, _expected_shapes(cls, config), to_orig, strict, cc.describe(name))
 
-    # keep the checkpoint's precision unless asked otherwise (from_single_file would upcast to float32)
+    # keys and shapes now match the model exactly: build it empty from the config and assign the tensors, keeping
+    # the checkpoint's precision unless asked otherwise
+    from accelerate import init_empty_weights
+
     dtype = dtype or _dominant_dtype(converted)
-    if hasattr(cls, "from_single_file"):
-        # keys now match the model exactly, so from_single_file loads them as they are; config from the local folder
-        model = cls.from_single_file(converted, config=config_dir, subfolder=name, local_files_only=True,
-                                     torch_dtype=None if dtype == torch.float32 else dtype, **(overrides or {}))
-    else:
-        from accelerate import init_empty_weights
-
-        with init_empty_weights():
-            model = cls.from_config(config)
-        model.load_state_dict(converted, strict=True, assign=True)
-        if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
-            model.to(dtype)
-        model.eval()
+    with init_empty_weights():
+        model = cls.from_config(config)
+    model.load_state_dict(converted, strict=True, assign=True)
+    if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+        model.to(dtype)
+    model.eval()
     _assert_materialised(name, model)
     return model
+
+
+def _projection_in_features(ckpt: _Checkpoint, keys: list[str]) -> int | None:
+    """Input width of the connectors' text projection (= text encoder width x stacked hidden states)."""
+    for k in keys:
+        if k.endswith("aggregate_embed.weight"):
+            return ckpt.shape(k)[1]
+    return None
+
+
+def component_configs(ckpt: _Checkpoint, family: str, config_dir: str | None,
+                      groups: dict[str, list[str]]) -> dict[str, ComponentConfig]:
+    """Each component's diffusers config: a caller's ``config_dir`` first, then the checkpoint's ``config``
+    metadata (what ltx-core builds from), then the family's packaged configs."""
+    meta = read_metadata_config(ckpt.metadata)
+    packaged_dir = os.path.join(CONFIGS_DIR, family)
+    out = {}
+    for name in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
+        if config_dir:
+            out[name] = ComponentConfig(_load_config(config_dir, name), f"the config folder {config_dir}")
+            continue
+        proj = _projection_in_features(ckpt, groups["connectors"]) if name == "connectors" else None
+        out[name] = component_config(name, meta, _load_config(packaged_dir, name), f"{packaged_dir}/{name}", proj)
+    # the decoder's timestep conditioning is visible in the keys (diffusers' conversion script does the same)
+    tc = any(k.startswith(("vae.decoder.last_time_embedder.", "vae.decoder.timestep_scale_multiplier"))
+             for k in groups["vae"])
+    vae = out["vae"]
+    if tc != bool(vae.config.get("timestep_conditioning", False)):
+        vae.config = dict(vae.config, timestep_conditioning=tc)
+    return out
 
 
 def _link_text_encoder(text_encoder: str, out_dir: str) -> None:
@@ -494,8 +529,9 @@ def convert_single_file(ckpt_path: str, out_dir: str, family: str | None = None,
     temporary sibling first and renamed at the end, so ``out_dir`` is either absent or complete).
 
     family: "ltx-2.0" / "ltx-2.3"; detected from the file when None.
-    config_dir: folder with <component>/config.json (a diffusers pipeline folder works); defaults to the packaged real
-        configs of the family.
+    config_dir: folder with <component>/config.json (a diffusers pipeline folder works) that overrides everything;
+        by default each component's architecture comes from the checkpoint's ``config`` metadata
+        (``official_config``), else from the packaged real configs of the family.
     text_encoder: local Gemma 3 folder (see ``_link_text_encoder``); linked as text_encoder/ and tokenizer/.
     strict: raise on checkpoint tensors the model does not have (missing tensors always raise).
     dtype: cast weights before saving (default: keep the checkpoint's dtype).
@@ -516,7 +552,6 @@ def convert_single_file(ckpt_path: str, out_dir: str, family: str | None = None,
         family = {"2.0": "ltx-2.0", "2.3": "ltx-2.3"}.get(family, family)
         if family != detected:
             logger.warning("family %s requested but the checkpoint looks like %s", family, detected)
-        config_dir = config_dir or os.path.join(CONFIGS_DIR, family)
         groups = _split_keys(ckpt.keys)
         if groups["other"]:
             logger.info("ignoring %d checkpoint tensors outside the known components, e.g. %s",
@@ -527,19 +562,14 @@ def convert_single_file(ckpt_path: str, out_dir: str, family: str | None = None,
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
         try:
             classes = {}
-            for name in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
-                overrides = {}
-                if name == "vae":
-                    tc = any(k.startswith(("vae.decoder.last_time_embedder.", "vae.decoder.timestep_scale_multiplier"))
-                             for k in groups["vae"])
-                    if tc != bool(_load_config(config_dir, "vae").get("timestep_conditioning", False)):
-                        overrides["timestep_conditioning"] = tc
-                model = _convert_component(name, ckpt, groups[name], config_dir, strict, overrides, dtype)
+            configs = component_configs(ckpt, family, config_dir, groups)
+            for name, cc in configs.items():
+                model = _convert_component(name, ckpt, groups[name], cc, strict, dtype)
                 model.save_pretrained(os.path.join(tmp, name), safe_serialization=True, max_shard_size="10GB")
                 lib = "diffusers" if name in ("transformer", "vae", "audio_vae") else "ltx2"
                 classes[name] = [lib, type(model).__name__]
                 del model
-            sched_dir = os.path.join(config_dir, "scheduler")
+            sched_dir = os.path.join(config_dir or os.path.join(CONFIGS_DIR, family), "scheduler")
             if os.path.isfile(os.path.join(sched_dir, "scheduler_config.json")):
                 sched = FlowMatchEulerDiscreteScheduler.from_pretrained(sched_dir, local_files_only=True)
             else:
@@ -554,7 +584,8 @@ def convert_single_file(ckpt_path: str, out_dir: str, family: str | None = None,
                 _link_text_encoder(text_encoder, tmp)
             write_model_index(tmp, classes)
             max_len = REAL_MAX_SEQUENCE_LENGTH
-            if os.path.isfile(os.path.join(config_dir, MODEL_INFO_FILE)):  # e.g. the tiny preset used as config_dir
+            # e.g. the tiny preset used as config_dir
+            if config_dir and os.path.isfile(os.path.join(config_dir, MODEL_INFO_FILE)):
                 max_len = load_model_info(config_dir).max_sequence_length
             write_model_info(tmp, ModelInfo(family=family, max_sequence_length=max_len, source="single_file"),
                              extra={"checkpoint": os.path.abspath(ckpt_path),

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from . import cross_modal
+
 # ----------------------------------------------------------------------------------------------------------------
 # sizes
 # ----------------------------------------------------------------------------------------------------------------
@@ -337,6 +339,7 @@ def build_tiny_components(family: str = "ltx-2.3", seed: int = 0) -> dict[str, A
     text_encoder = build_text_encoder(vocab_size=len(tokenizer))
     torch.manual_seed(seed + 1)
     transformer = LTX2VideoTransformer3DModel(**transformer_config(family))
+    cross_modal.install_for_family(transformer, family)
     torch.manual_seed(seed + 2)
     connectors = LTX2TextConnectors(**connectors_config(family))
     torch.manual_seed(seed + 3)
