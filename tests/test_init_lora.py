@@ -40,7 +40,8 @@ def out_of(tr):
     """A deterministic forward pass (video + audio streams)."""
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        v, a = tr(hidden_states=torch.randn(1, 12, 8, generator=g), audio_hidden_states=torch.randn(1, 5, 8, generator=g),
+        v, a = tr(hidden_states=torch.randn(1, 12, 8, generator=g),
+                  audio_hidden_states=torch.randn(1, 5, 8, generator=g),
                   encoder_hidden_states=torch.randn(1, 8, 32, generator=g),
                   audio_encoder_hidden_states=torch.randn(1, 8, 16, generator=g), timestep=torch.tensor([400.0]),
                   audio_timestep=torch.tensor([400.0]), sigma=torch.tensor([400.0]), audio_sigma=torch.tensor([400.0]),

@@ -180,7 +180,8 @@ def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device,
     model.to_empty(device=device)
     full_state = None
     if ctx.rank == 0:
-        full_state = adapt_loaded(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).state_dict()
+        full_state = adapt_loaded(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"])
+        full_state = full_state.state_dict()
     broadcast_from_rank0(model, full_state)
     return model
 
