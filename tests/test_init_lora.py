@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from ltxtrain.api.errors import RequestError
 from ltxtrain.export.lora_file import LoraFileError, read_lora_file, save_lora, save_lora_diffusers, to_ltx_keys
+from ltxtrain.export.quality_gate import lora_effect
 from ltxtrain.intake.limits import IntakeLimits
 from ltxtrain.jobs import intake, run_job
 from ltxtrain.models.bundle import empty_component, load_components
@@ -180,7 +181,16 @@ def _sharded_load(rank, world, port, cfg_dict, out):
     model = load_transformer(TrainConfig.from_dict(cfg_dict), WorkerContext(rank, world, rank), torch.device("cpu"),
                              torch.float32, bf16=False, grad_ckpt=False)
     full = {k: v for k, v in iter_full_state(model) if ".lora_" in k}  # collective
-    torch.save({"reads": reads, "full": full if rank == 0 else None}, f"{out}.{rank}")
+    effect = lora_effect(model, effect_batch(), torch.device("cpu"), seed=1)  # collective too (sharded forwards)
+    torch.save({"reads": reads, "full": full if rank == 0 else None, "effect": effect}, f"{out}.{rank}")
+
+
+def effect_batch():
+    from ltxtrain.train.data import Batch
+
+    g = torch.Generator().manual_seed(2)
+    return Batch(latents=torch.randn(1, 8, 2, 4, 6, generator=g), text_video=torch.randn(1, 32, 32, generator=g),
+                 text_audio=torch.randn(1, 32, 16, generator=g), text_mask=torch.ones(1, 32), fps=25.0, names=["x"])
 
 
 def test_sharded_ranks_receive_the_initial_lora_from_rank_0(tiny_model, tmp_path):
@@ -194,6 +204,14 @@ def test_sharded_ranks_receive_the_initial_lora_from_rank_0(tiny_model, tmp_path
     want = load_file(path)
     got = {k.replace(".default.", "."): v for k, v in r0["full"].items()}
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    # the measured effect of the sharded model is every rank's, and the single-process model's
+    from ltxtrain.train.loop import WorkerContext, load_transformer
+
+    single = load_transformer(cfg, WorkerContext(), torch.device("cpu"), torch.float32, bf16=False, grad_ckpt=False)
+    want_effect = lora_effect(single, effect_batch(), torch.device("cpu"), seed=1)
+    assert want_effect["video"] > 1e-3
+    for r in (r0, r1):
+        assert r["effect"]["video"] == pytest.approx(want_effect["video"], rel=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,15 @@ def test_effect_is_zero_for_an_untrained_adapter_and_measures_the_lora(tiny_mode
     assert rel > 1e-3  # the same order as the measured effect on its own seeded input
     joint = lora_effect(lora_model(tiny_model, ALL, scale=0.05), tiny_batch(audio=True), torch.device("cpu"), seed=1)
     assert set(joint) == {"video", "audio", "sigma"} and joint["audio"] > 1e-3
+    # IC-LoRA / masked samples: the reference and the mask take part, the change is measured where it generates
+    ic = tiny_batch()
+    ic.reference, ic.ref_spatial = torch.randn(1, 8, 2, 2, 3), 2
+    ic.mask = torch.zeros(1, 2, 4, 6)
+    ic.mask[:, :, :2] = 1.0  # regenerate the top half only
+    with_ref = lora_effect(tr, ic, torch.device("cpu"), seed=1)["video"]
+    assert with_ref > 1e-3 and with_ref != effect["video"]
+    ic.mask[:] = 0.0  # nothing regenerated: nothing to measure
+    assert lora_effect(tr, ic, torch.device("cpu"), seed=1)["video"] == 0.0
 
 
 def _isolated(tr):
