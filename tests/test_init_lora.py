@@ -136,37 +136,37 @@ def _final_adapter(cfg: TrainConfig, dest: Path) -> dict:
     return run_worker(cfg, WorkerContext(), report)
 
 
-def test_a_second_run_starts_where_the_exported_lora_left_off(tiny_model, tmp_path):
+def test_a_second_run_starts_where_the_exported_lora_left_off(tiny_model, dataset, tmp_path):
+    import dataclasses
+
+    from ltxtrain.export.lora_outputs import write_lora_outputs
     from ltxtrain.train.loop import WorkerContext, load_transformer
 
     cache = synthetic_cache(tmp_path / "cache", tiny_model)
-    first = _final_adapter(config(tiny_model, cache, steps=12, checkpoint_every=0), tmp_path / "first")
+    first = _final_adapter(config(tiny_model, cache, steps=12, checkpoint_every=0, rank=8), tmp_path / "first")
     assert first["lora_effect"]["video"] > 1e-3 and first["lora_effect"]["sigma"] == 0.5  # measured on the worker
     adapter = load_file(str(tmp_path / "first" / "adapter.safetensors"))
-    exported = {}
-    for dtype in (torch.float32, torch.bfloat16):  # bf16 is what jobs ship
-        path = str(tmp_path / f"lora_{dtype}.safetensors".replace("torch.", ""))
-        save_lora(path, adapter, RANK, RANK, dtype=dtype)
-        exported[dtype] = normalised(path, tmp_path / f"init_{str(dtype)[6:]}.safetensors")
 
-    # at step 0 the adapters hold exactly the file's weights
-    cfg = config(tiny_model, cache, steps=4, checkpoint_every=0, init_lora=exported[torch.float32])
+    # float32 file: at step 0 the adapters hold exactly the file's weights ...
+    path = str(tmp_path / "lora_fp32.safetensors")
+    save_lora(path, adapter, 8, 8, dtype=torch.float32)
+    cfg = config(tiny_model, cache, steps=4, checkpoint_every=0, rank=8,
+                 init_lora=normalised(path, tmp_path / "init_fp32.safetensors"))
     model = load_transformer(cfg, WorkerContext(), torch.device("cpu"), torch.float32, bf16=False, grad_ckpt=False)
-    file_sd = load_file(exported[torch.float32])
-    got = lora_state_dict(model)
+    file_sd, got = load_file(cfg.init_lora), lora_state_dict(model)
     assert got.keys() == file_sd.keys() and all(torch.equal(got[k], file_sd[k]) for k in got)
+    assert got.keys() == adapter.keys() and all(torch.equal(got[k], adapter[k]) for k in got)  # = the first run's
     # ... so the second run's starting probe loss is the first run's final one
     second = _final_adapter(cfg, tmp_path / "second")
     assert second["probe_loss_start"] == pytest.approx(first["probe_loss_end"], rel=1e-6)
     assert second["probe_loss_start"] < 0.99 * first["probe_loss_start"]  # not where a fresh adapter starts
-    shipped = _final_adapter(dataclass_replace(cfg, init_lora=exported[torch.bfloat16], steps=1), tmp_path / "bf16")
-    assert shipped["probe_loss_start"] == pytest.approx(first["probe_loss_end"], rel=2e-2)
 
-
-def dataclass_replace(cfg, **kw):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
+    # the shipped file (the job's export, bf16) given as init_lora_url goes through intake like any request
+    shipped = write_lora_outputs(tmp_path / "t2v_lora.safetensors", adapter, 8, 8.0, {}, audio_trained=False)
+    job = intake("t2v", {"training_data_url": dataset, **SMALL, "init_lora_url": str(shipped.lora)},
+                 str(tmp_path / "work"))
+    third = _final_adapter(dataclasses.replace(cfg, init_lora=job.init_lora, steps=1), tmp_path / "third")
+    assert third["probe_loss_start"] == pytest.approx(first["probe_loss_end"], rel=2e-2)
 
 
 def _sharded_load(rank, world, port, cfg_dict, out):
