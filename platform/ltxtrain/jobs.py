@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .api.errors import Diagnostics, RequestError
 from .api.result import OutputFile, TrainingResult, billing_units
+from .export.quality_gate import QualityGateError
 from .intake.archive import extract_archive, require_nonempty
 from .intake.dataset import SampleSpec, build_samples, resolve_audio
 from .intake.fetch import fetch
@@ -37,6 +38,7 @@ class Intake:
     diag: Diagnostics
     data_dir: str
     audio: bool = False  # joint audio training resolved from the request and the clips
+    init_lora: str | None = None  # init_lora_url fetched, checked and normalised (peft keys, float32)
 
 
 def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = IntakeLimits()) -> Intake:
@@ -53,7 +55,59 @@ def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = I
     diag = Diagnostics()
     samples = build_samples(recipe, request, files, diag)
     audio = resolve_audio(recipe, request, samples, diag)
-    return Intake(recipe, request, samples, diag, data_dir, audio)
+    init_lora = _fetch_init_lora(recipe, request, audio, work_dir, limits) if request.init_lora_url else None
+    return Intake(recipe, request, samples, diag, data_dir, audio, init_lora)
+
+
+INIT_LORA_DIR = "init_lora"
+
+
+def _fetch_init_lora(recipe: Recipe, request, audio: bool, work_dir: str, limits: IntakeLimits) -> str:
+    """init_lora_url -> `work_dir/init_lora/<sha1 of the file>.safetensors` (peft keys, float32, alpha baked), or a
+    422 naming the field: unreadable file, unknown keys, a rank other than the request's, modules the job does not
+    train. The name follows the content, so a job re-run with another LoRA never meets a stale shared copy."""
+    from .export.lora_file import LoraFileError, read_lora_file
+    from .intake.fetch import redact_url
+    from .models.lora import check_lora_targets
+
+    field_ = "init_lora_url"
+    if request.training_mode != "lora":
+        raise RequestError.field(field_, "continuing from a LoRA needs training_mode 'lora'")
+    folder = os.path.join(work_dir, INIT_LORA_DIR)
+    shutil.rmtree(folder, ignore_errors=True)
+    raw = fetch(request.init_lora_url, os.path.join(folder, "download.safetensors"), limits, field=field_)
+    try:
+        peft_sd, _ = read_lora_file(raw)
+        check_lora_targets(peft_sd, request.rank, recipe.lora_targets(request, audio))
+    except (LoraFileError, ValueError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RequestError.field(field_, f"{redact_url(request.init_lora_url)}: {exc}") from None
+    from safetensors.torch import save_file
+
+    sha = hashlib.sha1()
+    with open(raw, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    digest = sha.hexdigest()[:16]
+    os.unlink(raw)
+    path = os.path.join(folder, f"{digest}.safetensors")
+    save_file({k: v.contiguous() for k, v in peft_sd.items()}, path)
+    return path
+
+
+def _check_init_lora_fits(job: Intake, model_dir: str) -> None:
+    """422 unless the LoRA's layers and sizes are the model's (built on the meta device: no weights are read)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .intake.fetch import redact_url
+    from .models.bundle import empty_component
+    from .models.lora import check_lora_fits
+
+    try:
+        check_lora_fits(empty_component(model_dir, "transformer", torch.bfloat16), load_file(job.init_lora))
+    except ValueError as exc:
+        raise RequestError.field("init_lora_url", f"{redact_url(job.request.init_lora_url)}: {exc}") from None
 
 
 def check(endpoint: str, payload: dict, limits: IntakeLimits = IntakeLimits()) -> dict:
@@ -180,6 +234,16 @@ class JobStorage:
             log.info("uploaded %d model file(s) to %s", len(copied), uri)
         return uri
 
+    def share_file(self, path: str) -> str:
+        """A file the workers must read (the initial LoRA): itself without storage, else uploaded once to
+        `<storage>/<key>/<its folder>/<its name>` (names follow the content, so a changed file gets a new URI)."""
+        if not self.root:
+            return path
+        folder = Path(path).parent
+        uri = join(self.root, folder.name)
+        upload_dir(str(folder), uri, last=())
+        return join(uri, Path(path).name)
+
     def drop_restart_state(self) -> None:
         shutil.rmtree(self.work / "ray_results", ignore_errors=True)
         if self.root:
@@ -213,6 +277,10 @@ def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOp
     except RequestError as exc:
         shutil.rmtree(out / "work", ignore_errors=True)  # nothing half-written stays behind
         (out / "result.json").write_text(json.dumps({**exc.to_json(), "billing_units": 0}, indent=2))
+        raise
+    except QualityGateError as exc:  # the LoRA failed its export checks: no LoRA file was written, nothing billed
+        (out / "result.json").write_text(json.dumps({"accepted": True, "status": "failed", "error": str(exc),
+                                                     "quality": exc.report, "billing_units": 0}, indent=2))
         raise
 
 
@@ -252,6 +320,8 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     shared = JobStorage.for_job(out, opts.storage)
     model_dir, worker_model_dir = resolve_job_model(opts, shared)
     family = load_model_info(model_dir).family
+    if job.init_lora:  # still before any preprocessing: a LoRA for another model costs nothing
+        _check_init_lora_fits(job, model_dir)
     pre, validation, manifest = _preprocess(job, model_dir, worker_model_dir, shared, opts, use_gpu)
 
     targets = recipe.lora_targets(request, job.audio)
@@ -262,6 +332,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
         validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
         checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
         fail_at_step=opts.fail_at_step, max_shard_bytes=opts.max_shard_bytes,
+        init_lora=shared.share_file(job.init_lora) if job.init_lora else None,
     )
     outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=shared.ray_results,
                            name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}", max_failures=opts.max_failures)
@@ -274,6 +345,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     shutil.rmtree(work / "train", ignore_errors=True)
     if not opts.keep_work:
         shutil.rmtree(work / "data", ignore_errors=True)
+        shutil.rmtree(work / INIT_LORA_DIR, ignore_errors=True)
         (work / "dataset.zip").unlink(missing_ok=True)
     return result
 
@@ -313,7 +385,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
     from safetensors.torch import load_file
 
     from .export.config_file import write_config
-    from .export.lora_file import save_lora
+    from .export.lora_outputs import write_lora_outputs
     from .export.plots import loss_curve_png
 
     request, recipe = job.request, job.recipe
@@ -329,19 +401,25 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
         # ones LTX-2's IC-LoRA pipeline reads, plus the explicit spatial name.
         metadata.update(reference_downscale_factor=str(spatial), reference_spatial_scale_factor=str(spatial),
                         reference_temporal_scale_factor=str(temporal))
-    model_file, model_shards = None, []
+    model_file, model_shards, lora = None, [], None
     if outcome.model_dir:  # full fine-tune: the whole transformer, diffusers layout
         model_file, model_shards = _place_model_files(Path(outcome.model_dir), out, slug)
-    else:
-        save_lora(str(lora_path), load_file(outcome.adapter_path), rank=request.rank, alpha=float(request.rank),
-                  metadata=metadata)
+    else:  # quality gate first (QualityGateError: nothing written), then the LoRA and its per-modality files
+        lora = write_lora_outputs(lora_path, load_file(outcome.adapter_path), rank=request.rank,
+                                  alpha=float(request.rank), metadata=metadata, audio_trained=job.audio,
+                                  effect=outcome.metrics.get("lora_effect"))
+    extra = {"reference_downscale_factor": spatial, "reference_temporal_scale_factor": temporal} if factors else {}
+    if lora:
+        extra.update(quality=lora.quality, per_modality_files={m: p.name for m, p in lora.per_modality.items()})
+    if request.init_lora_url:
+        from .intake.fetch import redact_url
+
+        extra["init_lora_url"] = redact_url(request.init_lora_url)
     write_config(config_path, endpoint=recipe.endpoint,
                  training_type=recipe.training_type if request.training_mode == "lora" else "full",
                  trigger_phrase=request.trigger_phrase, rank=request.rank, alpha=float(request.rank),
                  base_model=opts.model, model_family=model_family, lora_targets=targets,
-                 request=request.model_dump(),
-                 extra={"reference_downscale_factor": spatial, "reference_temporal_scale_factor": temporal}
-                 if factors else None)
+                 request=request.model_dump(), extra=extra or None)
     video = None
     if outcome.reel_path:
         reel = out / f"{slug}_validation.mp4"
@@ -359,6 +437,8 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
     loss_curve_png(str(out / "metrics.jsonl"), str(curve))
     return TrainingResult(
         lora_file=OutputFile.from_path(lora_path) if model_file is None else None,
+        lora_video_file=OutputFile.from_path(lora.per_modality["video"]) if lora and lora.per_modality else None,
+        lora_audio_file=OutputFile.from_path(lora.per_modality["audio"]) if lora and lora.per_modality else None,
         model_file=model_file,
         model_shards=model_shards,
         config_file=OutputFile.from_path(config_path),
@@ -372,6 +452,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
         samples=len(manifest.samples),
         with_audio=job.audio,
         skipped=[s.to_json() for s in job.diag.skipped],
-        warnings=job.diag.warnings,
+        warnings=job.diag.warnings + [f"quality gate: {w}" for w in (lora.quality["warnings"] if lora else [])],
+        quality=lora.quality if lora else {},
         metrics=outcome.metrics,
     )

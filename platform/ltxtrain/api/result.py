@@ -35,6 +35,9 @@ class OutputFile(BaseModel):
 
 class TrainingResult(BaseModel):
     lora_file: OutputFile | None = None
+    # joint audio+video LoRAs also ship one file per modality (keys split by the stream they write into)
+    lora_video_file: OutputFile | None = None
+    lora_audio_file: OutputFile | None = None
     model_file: OutputFile | None = None  # training_mode "full": the weights file, or the shards' index
     model_shards: list[OutputFile] = []  # training_mode "full", sharded: the safetensors shards
     config_file: OutputFile | None = None
@@ -50,6 +53,7 @@ class TrainingResult(BaseModel):
     skipped: list[dict] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     metrics: dict = Field(default_factory=dict)
+    quality: dict = Field(default_factory=dict)  # the LoRA's export checks (export/quality_gate.py)
 
 
 def billing_units(number_of_steps: int, succeeded: bool) -> int:

@@ -70,6 +70,9 @@ class TrainingRequest(_Strict):
     # training-modes.md: "lora" (default) or "full" (every transformer weight trained; needs multi-GPU FSDP at
     # real sizes). Not one of the hosted products' fields: a platform extension.
     training_mode: Literal["lora", "full"] = "lora"
+    # Continue from an existing LoRA (LTX/ComfyUI or diffusers layout) of the same `rank`; fetched and checked at
+    # intake under the same URL rules as `training_data_url`. A platform extension like `training_mode`.
+    init_lora_url: str | None = None
 
     @field_validator("number_of_frames", "validation_number_of_frames")
     @classmethod

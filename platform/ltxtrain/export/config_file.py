@@ -19,7 +19,9 @@ def write_config(path: str | Path, *, endpoint: str, training_type: str, trigger
         "model_family": model_family,
         "lora_key_format": "ltx-comfyui (diffusion_model.transformer_blocks.N.<module>.lora_A/B.weight)",
         "lora_targets": lora_targets,
-        "training": {k: request[k] for k in sorted(request) if k not in ("training_data_url", "validation")},
+        # URLs stay out (a presigned one carries its signature); the job adds init_lora_url redacted
+        "training": {k: request[k] for k in sorted(request)
+                     if k not in ("training_data_url", "validation", "init_lora_url")},
         **(extra or {}),
     }
     Path(path).write_text(json.dumps(data, indent=2))

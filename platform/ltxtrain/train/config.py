@@ -31,6 +31,7 @@ class TrainConfig:
     training_mode: str = "lora"  # "lora" | "full" (all transformer weights trained)
     checkpoint_every: int = 0  # 0: no intermediate checkpoints; Ray Train keeps the latest for restarts
     max_shard_bytes: int = 5 * 1024**3  # full fine-tunes: the largest safetensors file written
+    init_lora: str | None = None  # normalised LoRA (peft keys) the adapters start from; a path or storage URI
     fail_at_step: int | None = None  # test hook: the last rank's process exits at this step (first attempt only)
 
     def to_dict(self) -> dict:

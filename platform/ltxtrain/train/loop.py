@@ -27,6 +27,7 @@ from ..conditioning.tokens import (
 )
 from ..encode.cache import LatentCache
 from ..export.model_file import write_sharded
+from ..export.quality_gate import lora_effect
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
@@ -150,7 +151,7 @@ def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device,
     CPU copy of a 22B model while loading, not eight.
     """
     from ..models.bundle import empty_component, load_components
-    from ..models.lora import attach_lora
+    from ..models.lora import attach_lora, load_init_lora
 
     def adapt(model):
         torch.manual_seed(cfg.seed)  # the same LoRA init however the run is laid out
@@ -161,15 +162,26 @@ def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device,
             model.enable_gradient_checkpointing()
         return model.train()
 
+    def adapt_loaded(model):  # the process that reads the weights file
+        model = adapt(model)
+        # >>> init_lora_url (models/lora.py): start from the request's LoRA; sharded ranks get it with the broadcast
+        if cfg.init_lora:
+            from ..storage import node_local_copy
+
+            load_init_lora(model, node_local_copy(cfg.init_lora))
+        # <<< init_lora_url
+        return model
+
     if ctx.world_size == 1 or not is_distributed():
-        return adapt(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).to(device)
+        return adapt_loaded(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).to(device)
     with torch.device("meta"):
         model = adapt(empty_component(cfg.model_dir, "transformer", dtype))
     model = shard_transformer(model, bf16=bf16)
     model.to_empty(device=device)
     full_state = None
     if ctx.rank == 0:
-        full_state = adapt(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).state_dict()
+        full_state = adapt_loaded(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"])
+        full_state = full_state.state_dict()
     broadcast_from_rank0(model, full_state)
     return model
 
@@ -268,11 +280,15 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     if bar is not None:
         bar.close()
     probe_end = probe(transformer, device)
+    # >>> quality gate (export/quality_gate.py): the LoRA's effect on one fixed denoising step; every rank (FSDP)
+    effect = None if full else lora_effect(transformer, probe.batch, device, seed=cfg.seed)
+    # <<< quality gate
     final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
              "resumed_from_step": start_step,
              "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
              **{f"probe_{m}_start": v for m, v in probe_start.items()},
-             **{f"probe_{m}_end": v for m, v in probe_end.items()}}
+             **{f"probe_{m}_end": v for m, v in probe_end.items()},
+             **({"lora_effect": effect} if effect else {})}
     with tempfile.TemporaryDirectory() as tmp:
         if full:  # streamed: every rank takes part in each gather, rank 0 writes shard by shard
             tensors = iter_full_state(transformer)
