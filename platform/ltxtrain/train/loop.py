@@ -15,16 +15,8 @@ from typing import Callable
 import torch
 
 from ..conditioning.timesteps import sample_sigmas
-from ..conditioning.tokens import (
-    Reference,
-    TextContext,
-    audio_tokens,
-    first_frame_mask,
-    kept_mask,
-    masked_mse,
-    predict,
-    video_tokens,
-)
+from ..conditioning.kinds import ConditionSet
+from ..conditioning.tokens import TextContext, assemble, masked_mse, predict
 from ..encode.cache import LatentCache
 from ..export.model_file import write_sharded
 from ..sample.validation import ValidationItem, render_previews
@@ -54,63 +46,62 @@ def lr_lambda(cfg: TrainConfig):
 
 @dataclass
 class Draw:
-    """The random part of one step: noise levels, noise and which samples get first-frame conditioning."""
+    """The random part of one step: noise levels, noise and which samples each drawn condition applies to."""
 
     sigma: torch.Tensor  # [B] video
     noise: torch.Tensor  # [B, S, C]
-    first_frame: torch.Tensor  # [B] bool
+    flags: dict = dataclasses.field(default_factory=dict)  # condition -> [B] bool (conditions with a probability)
     audio_sigma: torch.Tensor | None = None  # [B], drawn for the audio token count
     audio_noise: torch.Tensor | None = None  # [B, L, Ca]
 
 
-def draw_step(batch: Batch, gen: torch.Generator, first_frame_p: float) -> Draw:
+def draw_step(batch: Batch, gen: torch.Generator, conditions: ConditionSet) -> Draw:
     b, c, f, h, w = batch.latents.shape
     sigma = sample_sigmas(b, f * h * w, generator=gen)  # the shift follows the target tokens only
     noise = torch.randn(b, f * h * w, c, generator=gen)
-    first_frame = torch.rand(b, generator=gen) < first_frame_p
-    if f == 1:  # a single-frame sample conditioned on its only frame would have nothing left to learn
-        first_frame[:] = False
-    draw = Draw(sigma, noise, first_frame)
+    draw = Draw(sigma, noise)
+    for cond in conditions.items:
+        p = cond.probability()
+        if p is not None:
+            draw.flags[cond] = torch.rand(b, generator=gen) < p
     if batch.audio is not None:
         draw.audio_sigma = sample_sigmas(b, batch.audio.shape[1], generator=gen)
         draw.audio_noise = torch.randn(batch.audio.shape, generator=gen)
     return draw
 
 
-def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device) -> dict[str, torch.Tensor]:
+def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device,
+              conditions: ConditionSet = ConditionSet()) -> dict[str, torch.Tensor]:
     """Rectified-flow velocity losses per sample ([B] each) for every generated modality; conditioning excluded."""
-    latents = batch.latents.to(device)
-    cond = first_frame_mask(draw.first_frame, tuple(latents.shape[2:])).to(device)
-    if batch.mask is not None:  # kept (black) region: clean, t=0, no loss
-        cond = torch.maximum(cond, kept_mask(batch.mask).to(device))
-    reference = None
-    if batch.reference is not None:
-        reference = Reference(batch.reference.to(device), batch.ref_spatial, batch.ref_temporal)
-    tokens = video_tokens(transformer.rope, latents, draw.sigma.to(device), batch.fps, cond=cond,
-                          noise=draw.noise.to(device), reference=reference)
+    cols = {k: v.to(device) for k, v in batch.cols.items()}
+    video, audio = assemble(
+        conditions.items, transformer.rope, transformer.audio_rope, cols, draw.sigma.to(device), batch.fps,
+        flags=draw.flags, noise=draw.noise.to(device),
+        audio_sigma=None if draw.audio_sigma is None else draw.audio_sigma.to(device),
+        audio_noise=None if draw.audio_noise is None else draw.audio_noise.to(device), audio_role=conditions.audio)
     text = TextContext(batch.text_video.to(device), batch.text_audio.to(device), batch.text_mask.to(device))
-    if batch.audio is None:
-        return {"video": masked_mse(predict(transformer, tokens, text), tokens.target, tokens.loss_mask)}
-    audio = audio_tokens(transformer.audio_rope, batch.audio.to(device), draw.audio_sigma.to(device),
-                         noise=draw.audio_noise.to(device),
-                         reference=batch.ref_audio.to(device) if batch.ref_audio is not None else None)
-    pred_video, pred_audio = predict(transformer, tokens, text, audio)
-    return {"video": masked_mse(pred_video, tokens.target, tokens.loss_mask),
-            "audio": masked_mse(pred_audio, audio.target, audio.loss_mask)}
+    if audio is None:
+        return {"video": masked_mse(predict(transformer, video, text), video.target, video.loss_mask)}
+    pred_video, pred_audio = predict(transformer, video, text, audio)
+    losses = {"video": masked_mse(pred_video, video.target, video.loss_mask)}
+    if conditions.audio != "frozen":
+        losses["audio"] = masked_mse(pred_audio, audio.target, audio.loss_mask)
+    return losses
 
 
 class ProbeLoss:
     """Loss on a fixed sample with fixed noise and sigmas: the same number before and after training, so a
-    falling value means the model really fits the data (a training loss with fresh noise is too noisy for that)."""
+    falling value means the model really fits the data (a training loss with fresh noise is too noisy for that).
+    Conditions drawn with a probability are off."""
 
-    def __init__(self, batch: Batch, sigmas: list[float], seed: int):
-        self.batch = batch
+    def __init__(self, batch: Batch, sigmas: list[float], seed: int, conditions: ConditionSet = ConditionSet()):
+        self.batch, self.conditions = batch, conditions
         g = torch.Generator().manual_seed(seed)
         c, f, h, w = batch.latents.shape[1:]
-        no_ff = torch.zeros(1, dtype=torch.bool)
+        off = {cond: torch.zeros(1, dtype=torch.bool) for cond in conditions.items if cond.probability() is not None}
         self.draws = []
         for s in sigmas:
-            d = Draw(torch.tensor([s]), torch.randn(1, f * h * w, c, generator=g), no_ff)
+            d = Draw(torch.tensor([s]), torch.randn(1, f * h * w, c, generator=g), dict(off))
             if batch.audio is not None:
                 d.audio_sigma, d.audio_noise = torch.tensor([s]), torch.randn(batch.audio.shape, generator=g)
             self.draws.append(d)
@@ -119,7 +110,7 @@ class ProbeLoss:
     def __call__(self, transformer, device) -> dict[str, float]:
         totals: dict[str, float] = {}
         for d in self.draws:
-            for k, v in flow_loss(transformer, self.batch, d, device).items():
+            for k, v in flow_loss(transformer, self.batch, d, device, self.conditions).items():
                 totals[k] = totals.get(k, 0.0) + v.item() / len(self.draws)
         return totals
 
@@ -213,10 +204,10 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
 
     cache = LatentCache(cfg.cache_dir)
     manifest = cache.read_manifest()
-    reader = CacheReader(cache, manifest.samples, ref_spatial=manifest.reference_spatial,
-                         ref_temporal=manifest.reference_temporal)
+    conditions = ConditionSet.from_json(cfg.conditions)
+    reader = CacheReader(cache, manifest.samples)
     sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
-    probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
+    probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed, conditions=conditions)
 
     probe_start = meta["probe_start"] if meta else probe(transformer, device)
     if log is None:
@@ -232,9 +223,9 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
             os._exit(1)  # test hook: a worker process dies mid-run
         t0 = time.time()
         batch = reader.batch(sampler.indices(step))
-        draw = draw_step(batch, step_generator(cfg.seed, step, rank), cfg.first_frame_p)
+        draw = draw_step(batch, step_generator(cfg.seed, step, rank), conditions)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            parts = flow_loss(transformer, batch, draw, device)
+            parts = flow_loss(transformer, batch, draw, device, conditions)
             loss = sum(v.mean() for v in parts.values())  # plain sum over modalities, like the reference trainer
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
@@ -258,7 +249,7 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         if bar is not None:
             bar.update(1)
         if items and (done % cfg.resolved_validation_every == 0 or done == cfg.steps):
-            previews += render_previews(transformer, items, cache, done, device, decoders)
+            previews += render_previews(transformer, items, cache, done, device, decoders, conditions)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint.save(tmp, transformer, optimizer, rank, {"step": done, "probe_start": probe_start},
