@@ -11,6 +11,7 @@ PRODUCTS = (
     "t2v",
     "ic_lora_v2v",
     "masked",
+    "t2v_v2",
 )
 
 
