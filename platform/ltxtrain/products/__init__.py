@@ -12,6 +12,7 @@ PRODUCTS = (
     "ic_lora_v2v",
     "masked",
     "t2v_v2",
+    "i2v",
 )
 
 
