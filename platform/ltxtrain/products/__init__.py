@@ -13,6 +13,7 @@ PRODUCTS = (
     "masked",
     "t2v_v2",
     "i2v",
+    "inpaint",
 )
 
 
