@@ -14,6 +14,7 @@ PRODUCTS = (
     "t2v_v2",
     "i2v",
     "inpaint",
+    "outpaint",
 )
 
 
