@@ -15,6 +15,7 @@ PRODUCTS = (
     "i2v",
     "inpaint",
     "outpaint",
+    "extend_prefix",
 )
 
 
