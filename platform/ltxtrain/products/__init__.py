@@ -16,6 +16,7 @@ PRODUCTS = (
     "inpaint",
     "outpaint",
     "extend_prefix",
+    "extend_suffix",
 )
 
 
