@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .api.errors import ErrorItem, RequestError
+from .products import endpoints
 
 
 def _load_request(path: str) -> dict:
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="validate a request and its whole dataset without training")
-    c.add_argument("endpoint", help="t2v | ic-lora/v2v | ic-lora/v2v-masked | av2av-masked")
+    c.add_argument("endpoint", help=" | ".join(endpoints()))
     c.add_argument("request", help="REQUEST.json")
     c.add_argument("--strict-urls", action="store_true", help="refuse private/loopback URLs and local paths")
     c.set_defaults(func=cmd_check)

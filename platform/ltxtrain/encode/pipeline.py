@@ -24,6 +24,7 @@ from ..media.fit import FitSpec, TimeWindow, frames_available
 from ..media.probe import probe
 from ..media.scenes import split_windows
 from ..storage import runtime_env_for
+from .audio_encoder import audio_sample_rate  # noqa: F401  (re-exported: the job reads it here)
 from .cache import CachedSample, LatentCache, Manifest, from_bytes, stable_id
 from .shared_media import SharedMedia, local_media
 
@@ -224,14 +225,6 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         ))
     cache.write_manifest(manifest)
     return manifest
-
-
-def audio_sample_rate(model_dir: str) -> int:
-    import json
-    import os
-
-    with open(os.path.join(model_dir, "audio_vae", "config.json")) as fh:
-        return int(json.load(fh)["sample_rate"])
 
 
 def _video_actor():

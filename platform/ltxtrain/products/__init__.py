@@ -29,6 +29,10 @@ def _registry() -> dict[str, Recipe]:
     return recipes
 
 
+def endpoints() -> list[str]:
+    return sorted(_registry())
+
+
 def get_recipe(endpoint: str) -> Recipe:
     recipes = _registry()
     name = endpoint.strip("/")

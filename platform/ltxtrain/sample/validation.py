@@ -81,6 +81,7 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
     """Fetch, fit and encode the request's validation entries. `worker_model_dir` is where the encoding tasks load
     the model from (a storage URI on clusters without a shared disk; default `model_dir`)."""
     from ..conditioning.kinds import ABSENT
+    from ..encode.audio_encoder import model_audio_steps
 
     plan = ValidationPlan()
     if not request.validation:
@@ -102,8 +103,8 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
                               height=height, num_frames=request.validation_number_of_frames,
                               fps=float(request.validation_frame_rate), audio=generate_audio,
                               stg_scale=request.stg_scale,
-                              audio_steps=_audio_steps(model_dir, request.validation_number_of_frames /
-                                                       request.validation_frame_rate))
+                              audio_steps=model_audio_steps(model_dir, request.validation_number_of_frames /
+                                                            request.validation_frame_rate))
         if media:
             item.conditions_id = f"val-{stable_id(i, sorted(media.items()), width, height, item.num_frames, item.fps, conditions.to_json(), model_dir)}"
             jobs.append((item, media))
@@ -130,16 +131,6 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
                     raise cause from None
                 raise
     return plan
-
-
-def _audio_steps(model_dir: str, seconds: float) -> int:
-    import json
-
-    from ..encode.audio_encoder import audio_latent_steps
-
-    with open(os.path.join(model_dir, "audio_vae", "config.json")) as fh:
-        cfg = json.load(fh)
-    return audio_latent_steps(seconds, int(cfg["sample_rate"]), int(cfg.get("mel_hop_length", 160)))
 
 
 def encode_validation_conditions(model_dir: str, item: dict, media: dict[str, str], conditions: dict,
