@@ -67,7 +67,9 @@ def cmd_sample_data(args) -> int:
     if args.request:
         payload = {"training_data_url": str(Path(path).resolve()), "number_of_steps": 100, "rank": 8,
                    "resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "learning_rate": 1e-3,
-                   "trigger_phrase": "tinystyle"}
+                   "trigger_phrase": "tinystyle", "validation": [{"prompt": "tinystyle a moving square"}],
+                   "validation_resolution": "low", "validation_aspect_ratio": "16:9",
+                   "validation_number_of_frames": 9}
         Path(args.request).write_text(json.dumps(payload, indent=2))
     _emit({"zip": path, "request": args.request})
     return 0

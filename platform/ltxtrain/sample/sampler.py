@@ -58,6 +58,8 @@ def sample_latents(
     x = torch.randn(1, n, c, generator=generator)
     a = None
     if audio_steps:
+        if "audio" in cols:  # given audio (e.g. an extension's window): its length is the preview's
+            audio_steps = cols["audio"].shape[1]
         a = torch.randn(1, audio_steps, transformer.config.audio_in_channels, generator=generator)
         cols.setdefault("audio", torch.zeros_like(a))
     else:
