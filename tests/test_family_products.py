@@ -211,7 +211,8 @@ def _clip(c: int, f: int, h: int, w: int) -> torch.Tensor:
 OVERFIT = {  # endpoint -> (request fields, latent grid, cache columns beside the clip, columns a preview adds)
     "i2v": ({}, (3, 2, 4), None, lambda lat: {"first_frame": lat[:, :1]}),
     "inpaint": ({}, (3, 2, 4), lambda lat: {"mask": _band(lat)}, None),
-    "outpaint": ({"crop_top_left": [128, 72], "crop_bottom_right": [384, 216]}, (2, 9, 16), None, None),
+    # a coarser grid than the 512x288 bucket: the rectangle scales onto it (cells x 1..3, y 1..2), as in previews
+    "outpaint": ({"crop_top_left": [128, 72], "crop_bottom_right": [384, 216]}, (2, 3, 4), None, None),
     "extend-prefix": ({"number_of_frames": 25, "conditioning_frames": 9}, (4, 2, 4), None, None),
     "extend-suffix": ({"number_of_frames": 25, "conditioning_frames": 8}, (4, 2, 4), None, None),
 }
