@@ -17,6 +17,7 @@ PRODUCTS = (
     "outpaint",
     "extend_prefix",
     "extend_suffix",
+    "interpolate",
 )
 
 
