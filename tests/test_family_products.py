@@ -4,7 +4,6 @@ approaches the clip and the given region is untouched."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 

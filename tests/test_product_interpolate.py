@@ -43,8 +43,6 @@ def test_interpolate_job_end_to_end_with_keyframe_previews(ray_cluster, tmp_path
     keyframes for the previews encoded by the same code, and the conditions written into the outputs."""
     import json
 
-    from safetensors.torch import load_file
-
     from ltxtrain.encode.cache import LatentCache
     from ltxtrain.export.lora_file import read_lora_metadata
     from ltxtrain.export.reel import read_reel
