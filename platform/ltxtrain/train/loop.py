@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,16 +17,14 @@ from ..conditioning.timesteps import sample_sigmas
 from ..conditioning.kinds import ConditionSet
 from ..conditioning.tokens import TextContext, assemble, masked_mse, predict
 from ..encode.cache import LatentCache
-from ..export.model_file import write_sharded
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
 from . import checkpoint
-from .parallel import (all_mean, broadcast_from_rank0, is_distributed, iter_full_state, shard_transformer,
-                       trainable_state_dict)
+from .final import LORA_FILE, MODEL_DIR, REEL_FILE, write_final  # noqa: F401  (the run's output names)
+from .model import load_transformer
+from .parallel import all_mean, is_distributed
 
-LORA_FILE = "adapter.safetensors"
-REEL_FILE = "validation_reel.mp4"
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -122,47 +119,10 @@ class WorkerContext:
     local_rank: int = 0
 
 
-MODEL_DIR = "transformer"  # full fine-tunes: diffusers-layout safetensors (sharded when large)
-
-
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """Noise, sigmas and condition draws of (step, rank) depend on nothing else, so a resumed run draws exactly
     what an uninterrupted one would — no RNG state to checkpoint."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1024 + rank) % (2**63 - 1))
-
-
-def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device, dtype: torch.dtype,
-                     bf16: bool, grad_ckpt: bool):
-    """The trainable transformer on this rank: base weights, LoRA adapters (or everything trainable for a full
-    fine-tune), gradient checkpointing, FSDP2 sharding when there is more than one worker.
-
-    Sharded runs build the model on the meta device on every rank, shard it, allocate only each rank's shards,
-    and fill them from rank 0, the one process that reads the weights file — so a node with 8 GPUs holds one
-    CPU copy of a 22B model while loading, not eight.
-    """
-    from ..models.bundle import empty_component, load_components
-    from ..models.lora import attach_lora
-
-    def adapt(model):
-        torch.manual_seed(cfg.seed)  # the same LoRA init however the run is laid out
-        model.requires_grad_(cfg.training_mode == "full")
-        if cfg.training_mode != "full":
-            attach_lora(model, cfg.rank, cfg.lora_targets)
-        if grad_ckpt:
-            model.enable_gradient_checkpointing()
-        return model.train()
-
-    if ctx.world_size == 1 or not is_distributed():
-        return adapt(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).to(device)
-    with torch.device("meta"):
-        model = adapt(empty_component(cfg.model_dir, "transformer", dtype))
-    model = shard_transformer(model, bf16=bf16)
-    model.to_empty(device=device)
-    full_state = None
-    if ctx.rank == 0:
-        full_state = adapt(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).state_dict()
-    broadcast_from_rank0(model, full_state)
-    return model
 
 
 def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None],
@@ -264,35 +224,7 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
              "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
              **{f"probe_{m}_start": v for m, v in probe_start.items()},
              **{f"probe_{m}_end": v for m, v in probe_end.items()}}
-    with tempfile.TemporaryDirectory() as tmp:
-        if full:  # streamed: every rank takes part in each gather, rank 0 writes shard by shard
-            tensors = iter_full_state(transformer)
-            if rank == 0:
-                write_sharded(tensors, os.path.join(tmp, MODEL_DIR), dtype=torch.bfloat16 if bf16 else None,
-                              max_shard_bytes=cfg.max_shard_bytes)
-                # with its config the folder loads as is: LTX2VideoTransformer3DModel.from_pretrained(folder)
-                shutil.copy(os.path.join(cfg.model_dir, "transformer", "config.json"), os.path.join(tmp, MODEL_DIR))
-            else:
-                for _ in tensors:
-                    pass
-        else:
-            weights = trainable_state_dict(transformer)
-            if rank == 0:
-                from peft.utils import get_peft_model_state_dict
-                from safetensors.torch import save_file
-
-                lora = get_peft_model_state_dict(_unwrap(transformer), state_dict=weights)
-                save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
-        out_dir = None
-        if rank == 0:
-            with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
-                json.dump(final, fh)
-            if previews:
-                from ..export.reel import write_reel
-
-                write_reel(os.path.join(tmp, REEL_FILE), previews)
-            out_dir = tmp
-        report(final, out_dir)
+    write_final(cfg, transformer, rank, bf16, final, previews, report)
     if is_distributed():
         torch.distributed.barrier()
     return final
@@ -352,7 +284,3 @@ def _scalar(value) -> float | None:
     if value is None:
         return None
     return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
