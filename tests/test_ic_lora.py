@@ -11,7 +11,8 @@ import torch
 
 from ltxtrain.api.errors import Diagnostics, RequestError
 from ltxtrain.conditioning.tokens import Reference, pack_video, video_tokens
-from ltxtrain.encode.pipeline import PreprocessConfig, plan_sample, preprocess
+from ltxtrain.conditioning.kinds import ConditionSet, ReferenceVideo
+from ltxtrain.encode.pipeline import PreprocessConfig, media_of, plan_sample, preprocess
 from ltxtrain.jobs import JobOptions, check, intake, run_job
 from ltxtrain.media.reference import reference_frame_indices, scale_reference
 from ltxtrain.products import get_recipe
@@ -181,11 +182,12 @@ def test_scene_cuts_split_both_clips_at_the_same_boundaries(ray_cluster, tiny_mo
     req = {"training_data_url": z, **SMALL, "split_input_duration_threshold": 10.0}
     job = intake("ic-lora/v2v", req, str(tmp_path / "work"))
     cfg = PreprocessConfig(model_dir=tiny_model, cache_dir=str(tmp_path / "cache"), width=256, height=128,
-                           num_frames=9, frame_rate=25, split_threshold=10.0, reference_spatial=2)
+                           num_frames=9, frame_rate=25, split_threshold=10.0, conditions=(ReferenceVideo(spatial=2),))
     sample = job.samples[0]
-    rows = plan_sample({"name": sample.name, "path": sample.media["target"], "ref_path": sample.media["reference"],
+    rows = plan_sample({"name": sample.name, "path": sample.media["target"],
+                        "media": json.dumps({"reference": sample.media["reference"]}),
                         "kind": "video", "caption": sample.caption, "text_id": "t"}, cfg)
-    assert len(rows) == 3 and all(r["ref_path"] == sample.media["reference"] for r in rows)
+    assert len(rows) == 3 and all(media_of(r)["reference"] == sample.media["reference"] for r in rows)
     manifest = preprocess(job.samples, cfg, Diagnostics())
     assert len(manifest.samples) == 3 and manifest.reference_spatial == 2
     assert all(s.reference_shape == [8, 2, 2, 4] and s.latent_shape == [8, 2, 4, 8] for s in manifest.samples)
@@ -204,11 +206,12 @@ def test_overfit_one_pair_then_sampling_from_its_reference_lands_near_its_target
 
     z = make_pairs(tmp_path, {"one": (0.5, 0.5)})
     job = intake("ic-lora/v2v", {"training_data_url": z, **SMALL}, str(tmp_path / "work"))
+    conditions = ConditionSet(items=(ReferenceVideo(spatial=2),))
     cfg = PreprocessConfig(model_dir=tiny_model, cache_dir=str(tmp_path / "cache"), width=256, height=128,
-                           num_frames=9, frame_rate=25, reference_spatial=2)
+                           num_frames=9, frame_rate=25, conditions=conditions.items)
     manifest = preprocess(job.samples, cfg, Diagnostics())
     train_cfg = TrainConfig(model_dir=tiny_model, cache_dir=cfg.cache_dir, steps=300, learning_rate=5e-3, rank=16,
-                            lora_targets=list(VIDEO_TARGETS), first_frame_p=0.0, seed=0)
+                            lora_targets=list(VIDEO_TARGETS), conditions=conditions.to_json(), seed=0)
     saved = {}
 
     def report(metrics, directory):
@@ -231,7 +234,7 @@ def test_overfit_one_pair_then_sampling_from_its_reference_lands_near_its_target
         errs = []
         for seed in range(3):
             x = sample_video_latents(transformer, text, tuple(target.shape[2:]), 25.0, steps=12,
-                                     reference=Reference(reference, spatial=2),
+                                     conditions=conditions.items, cols={"reference": reference},
                                      generator=torch.Generator().manual_seed(seed))
             errs.append(torch.mean((x - target) ** 2).item())
         return sum(errs) / len(errs)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from ltxtrain.api.errors import RequestError
 from ltxtrain.export.lora_file import LoraFileError, read_lora_file, save_lora, save_lora_diffusers, to_ltx_keys
-from ltxtrain.export.quality_gate import lora_effect
+from ltxtrain.train.loop import measure_lora_effect as lora_effect
 from ltxtrain.intake.limits import IntakeLimits
 from ltxtrain.jobs import intake, run_job
 from ltxtrain.models.bundle import empty_component, load_components
@@ -189,8 +189,8 @@ def effect_batch():
     from ltxtrain.train.data import Batch
 
     g = torch.Generator().manual_seed(2)
-    return Batch(latents=torch.randn(1, 8, 2, 4, 6, generator=g), text_video=torch.randn(1, 32, 32, generator=g),
-                 text_audio=torch.randn(1, 32, 16, generator=g), text_mask=torch.ones(1, 32), fps=25.0, names=["x"])
+    return Batch({"latents": torch.randn(1, 8, 2, 4, 6, generator=g)}, torch.randn(1, 32, 32, generator=g),
+                 torch.randn(1, 32, 16, generator=g), text_mask=torch.ones(1, 32), fps=25.0, names=["x"])
 
 
 def test_sharded_ranks_receive_the_initial_lora_from_rank_0(tiny_model, tmp_path):

@@ -145,7 +145,7 @@ def test_cached_masks_mark_exactly_the_covered_tokens(ray_cluster, tiny_model, t
                                  "long": {"mask": "video:40"}, "blank": {"mask": "black"}})
     job = intake("ic-lora/v2v-masked", {"training_data_url": z, **SMALL}, str(tmp_path / "work"))
     cfg = PreprocessConfig(model_dir=tiny_model, cache_dir=str(tmp_path / "cache"), width=256, height=128,
-                           num_frames=9, frame_rate=25, split_scenes=False)
+                           num_frames=9, frame_rate=25, split_scenes=False, conditions=job.conditions.items)
     diag = Diagnostics()
     manifest = preprocess(job.samples, cfg, diag)
     assert [s.name for s in diag.skipped] == ["blank_end.mp4"] and "all black" in diag.skipped[0].reason
@@ -167,7 +167,8 @@ def test_cached_masks_mark_exactly_the_covered_tokens(ray_cluster, tiny_model, t
 
 # ---------------------------------------------------------------------------------------------- kept region
 def test_sampling_keeps_every_kept_token_equal_to_the_source(tiny_model):
-    from ltxtrain.conditioning.tokens import Reference, TextContext, kept_mask
+    from ltxtrain.conditioning.kinds import MaskKeep, ReferenceVideo
+    from ltxtrain.conditioning.tokens import TextContext
     from ltxtrain.encode.encoders import encode_text
     from ltxtrain.models.bundle import load_components
     from ltxtrain.sample.sampler import sample_video_latents
@@ -179,10 +180,9 @@ def test_sampling_keeps_every_kept_token_equal_to_the_source(tiny_model):
     source = torch.randn(1, tr.config.in_channels, 2, 4, 8, generator=g)
     regenerate = torch.zeros(1, 2, 4, 8)
     regenerate[:, :, 1:3, 2:6] = 1
-    cond = kept_mask(regenerate)
-    out = sample_video_latents(tr, text, (2, 4, 8), 25.0, steps=6, clean=source, cond=cond,
-                               reference=Reference(torch.randn(1, tr.config.in_channels, 2, 4, 8, generator=g)),
-                               generator=g)
+    reference = torch.randn(1, tr.config.in_channels, 2, 4, 8, generator=g)
+    out = sample_video_latents(tr, text, (2, 4, 8), 25.0, steps=6, conditions=(ReferenceVideo(), MaskKeep()),
+                               cols={"latents": source, "mask": regenerate, "reference": reference}, generator=g)
     keep = regenerate[0] == 0
     assert torch.equal(out[0][:, keep], source[0][:, keep])  # bit-exact
     assert (out[0][:, ~keep] - source[0][:, ~keep]).abs().min() > 0

@@ -69,7 +69,7 @@ def test_tasks_read_no_driver_path_and_only_the_driver_writes_the_cache(ray_clus
 
     monkeypatch.setattr(cache_module, "atomic_save", recording_save)
     cfg = PreprocessConfig(model_dir=tiny_model, cache_dir=str(tmp_path / "cache"), width=256, height=128,
-                           num_frames=9, frame_rate=25, split_scenes=False)
+                           num_frames=9, frame_rate=25, split_scenes=False, conditions=job.conditions.items)
     plan = validation.plan_validation(job.recipe, job.request, False, tiny_model, cfg.cache_dir, "work",
                                       IntakeLimits())
     manifest = preprocess(samples, cfg, Diagnostics(), extra_texts=plan.texts)

@@ -10,11 +10,13 @@ from safetensors.torch import load_file
 from ltxtrain.export.lora_file import (AUDIO, AUDIO_TO_VIDEO, VIDEO, VIDEO_TO_AUDIO, load_lora_into_pipeline,
                                        lora_stream, read_lora_metadata)
 from ltxtrain.export.lora_outputs import write_lora_outputs
-from ltxtrain.export.quality_gate import QualityGateError, adapters_disabled, check_lora, lora_effect
+from ltxtrain.conditioning.kinds import ConditionSet, MaskKeep, ReferenceVideo
+from ltxtrain.export.quality_gate import QualityGateError, adapters_disabled, check_lora
 from ltxtrain.models.bundle import build_pipeline, load_components
 from ltxtrain.models.lora import (AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS, attach_lora, lora_parameters,
                                   lora_state_dict)
 from ltxtrain.train.data import Batch
+from ltxtrain.train.loop import measure_lora_effect
 
 torch.set_num_threads(2)
 ALL = VIDEO_TARGETS + AUDIO_TARGETS + CROSS_MODAL_TARGETS
@@ -33,9 +35,15 @@ def lora_model(model_dir, targets, seed=0, scale=0.3):
 
 def tiny_batch(audio: bool = False) -> Batch:
     g = torch.Generator().manual_seed(3)
-    return Batch(latents=torch.randn(1, 8, 2, 4, 6, generator=g), text_video=torch.randn(1, 32, 32, generator=g),
-                 text_audio=torch.randn(1, 32, 16, generator=g), text_mask=torch.ones(1, 32), fps=25.0, names=["x"],
-                 audio=torch.randn(1, 5, 8, generator=g) if audio else None)
+    cols = {"latents": torch.randn(1, 8, 2, 4, 6, generator=g)}
+    text = (torch.randn(1, 32, 32, generator=g), torch.randn(1, 32, 16, generator=g))
+    if audio:
+        cols["audio"] = torch.randn(1, 5, 8, generator=g)
+    return Batch(cols, text[0], text[1], text_mask=torch.ones(1, 32), fps=25.0, names=["x"])
+
+
+def lora_effect(transformer, batch, device, seed, conditions=ConditionSet()):
+    return measure_lora_effect(transformer, batch, device, seed, conditions)
 
 
 def test_every_module_of_the_transformer_belongs_to_one_stream(tiny_model):
@@ -132,13 +140,14 @@ def test_effect_is_zero_for_an_untrained_adapter_and_measures_the_lora(tiny_mode
     assert set(joint) == {"video", "audio", "sigma"} and joint["audio"] > 1e-3
     # IC-LoRA / masked samples: the reference and the mask take part, the change is measured where it generates
     ic = tiny_batch()
-    ic.reference, ic.ref_spatial = torch.randn(1, 8, 2, 2, 3), 2
-    ic.mask = torch.zeros(1, 2, 4, 6)
-    ic.mask[:, :, :2] = 1.0  # regenerate the top half only
-    with_ref = lora_effect(tr, ic, torch.device("cpu"), seed=1)["video"]
+    ic.cols["reference"] = torch.randn(1, 8, 2, 2, 3)
+    ic.cols["mask"] = torch.zeros(1, 2, 4, 6)
+    ic.cols["mask"][:, :, :2] = 1.0  # regenerate the top half only
+    masked_ic = ConditionSet(items=(MaskKeep(), ReferenceVideo(spatial=2, temporal=1)))
+    with_ref = lora_effect(tr, ic, torch.device("cpu"), 1, masked_ic)["video"]
     assert with_ref > 1e-3 and with_ref != effect["video"]
-    ic.mask[:] = 0.0  # nothing regenerated: nothing to measure
-    assert lora_effect(tr, ic, torch.device("cpu"), seed=1)["video"] == 0.0
+    ic.cols["mask"][:] = 0.0  # nothing regenerated: nothing to measure
+    assert lora_effect(tr, ic, torch.device("cpu"), 1, masked_ic)["video"] == 0.0
 
 
 def _isolated(tr):

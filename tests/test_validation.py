@@ -61,7 +61,8 @@ def test_reel_holds_every_preview_with_labels_and_audio(job_with_validation):
 
 def test_image_conditioned_sampling_keeps_the_image_latents_as_first_frame(tiny_model):
     """What image_url previews rely on: the first latent frame stays the image's latents at every step."""
-    from ltxtrain.conditioning.tokens import TextContext, first_frame_mask
+    from ltxtrain.conditioning.kinds import FirstFrame
+    from ltxtrain.conditioning.tokens import TextContext
     from ltxtrain.encode.encoders import encode_text
     from ltxtrain.models.bundle import load_components
     from ltxtrain.sample.sampler import sample_latents
@@ -72,9 +73,8 @@ def test_image_conditioned_sampling_keeps_the_image_latents_as_first_frame(tiny_
     image_latents = torch.randn(1, tr.config.in_channels, 1, 2, 3)
     clean = torch.zeros(1, tr.config.in_channels, 3, 2, 3)
     clean[:, :, :1] = image_latents
-    video, _ = sample_latents(tr, text, (3, 2, 3), 25.0, steps=5, clean=clean,
-                              cond=first_frame_mask(torch.tensor([True]), (3, 2, 3)),
-                              generator=torch.Generator().manual_seed(0))
+    video, _ = sample_latents(tr, text, (3, 2, 3), 25.0, steps=5, conditions=(FirstFrame(p=0.5),),
+                              cols={"first_frame": image_latents}, generator=torch.Generator().manual_seed(0))
     assert torch.equal(video[:, :, :1], image_latents)
     assert not torch.allclose(video[:, :, 1:], clean[:, :, 1:])
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .api.errors import ErrorItem, RequestError
+from .products import endpoints
 
 
 def _load_request(path: str) -> dict:
@@ -66,7 +67,9 @@ def cmd_sample_data(args) -> int:
     if args.request:
         payload = {"training_data_url": str(Path(path).resolve()), "number_of_steps": 100, "rank": 8,
                    "resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "learning_rate": 1e-3,
-                   "trigger_phrase": "tinystyle"}
+                   "trigger_phrase": "tinystyle", "validation": [{"prompt": "tinystyle a moving square"}],
+                   "validation_resolution": "low", "validation_aspect_ratio": "16:9",
+                   "validation_number_of_frames": 9}
         Path(args.request).write_text(json.dumps(payload, indent=2))
     _emit({"zip": path, "request": args.request})
     return 0
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="validate a request and its whole dataset without training")
-    c.add_argument("endpoint", help="t2v | ic-lora/v2v | ic-lora/v2v-masked | av2av-masked")
+    c.add_argument("endpoint", help=" | ".join(endpoints()))
     c.add_argument("request", help="REQUEST.json")
     c.add_argument("--strict-urls", action="store_true", help="refuse private/loopback URLs and local paths")
     c.set_defaults(func=cmd_check)

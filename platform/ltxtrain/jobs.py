@@ -19,7 +19,8 @@ from .intake.dataset import SampleSpec, build_samples, resolve_audio
 from .intake.fetch import fetch
 from .intake.limits import IntakeLimits
 from .products import get_recipe
-from .products.base import AudioReference, Recipe
+from .conditioning.kinds import ConditionSet
+from .products.base import Recipe
 from .storage import StorageError, download_dir, exists, forwarded_env, is_remote, join, node_local_copy, remove, \
     upload_dir
 
@@ -37,8 +38,13 @@ class Intake:
     samples: list[SampleSpec]
     diag: Diagnostics
     data_dir: str
-    audio: bool = False  # joint audio training resolved from the request and the clips
+    audio: bool = False  # the clips' audio is trained (resolved from the recipe's audio role and the clips)
     init_lora: str | None = None  # init_lora_url fetched, checked and normalised (peft keys, float32)
+
+    @property
+    def conditions(self) -> ConditionSet:
+        """The recipe bound to this request: what preprocessing, the workers and the sampler receive."""
+        return self.recipe.bind(self.request, self.audio)
 
 
 def intake(endpoint: str, payload: dict, work_dir: str, limits: IntakeLimits = IntakeLimits()) -> Intake:
@@ -328,7 +334,7 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     cfg = TrainConfig(
         model_dir=worker_model_dir, cache_dir=shared.push_cache(), steps=request.number_of_steps,
         learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
-        first_frame_p=recipe.first_frame_p(request), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
+        conditions=job.conditions.to_json(), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
         validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
         checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
         fail_at_step=opts.fail_at_step, max_shard_bytes=opts.max_shard_bytes,
@@ -360,16 +366,15 @@ def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobS
 
     request, recipe = job.request, job.recipe
     width, height = request.size
-    spatial, temporal = recipe.reference_factors(request) or (1, 1)
     pre = PreprocessConfig(
         model_dir=model_dir, cache_dir=shared.local_cache, width=width, height=height,
         num_frames=request.number_of_frames, frame_rate=request.frame_rate, auto_scale=request.auto_scale_input,
         split_scenes=request.split_input_into_scenes, split_threshold=request.split_input_duration_threshold,
-        reference_spatial=spatial, reference_temporal=temporal, gpus_per_actor=1.0 if use_gpu else 0.0,
+        conditions=job.conditions.items, gpus_per_actor=1.0 if use_gpu else 0.0,
         audio=job.audio, audio_sample_rate=audio_sample_rate(model_dir) if job.audio else 16000,
         audio_normalize=getattr(request, "audio_normalize", True),
         audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
-        reference_audio=recipe.has(AudioReference), worker_model_dir=worker_model_dir,
+        worker_model_dir=worker_model_dir,
     )
     shared.pull_cache()
     validation = plan_validation(recipe, request, job.audio, model_dir, pre.cache_dir, str(shared.work), opts.limits,
@@ -392,15 +397,9 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
     slug = recipe.endpoint.replace("/", "_")
     lora_path = out / f"{slug}_lora.safetensors"
     config_path = out / f"{slug}_config.json"
-    factors = recipe.reference_factors(request)
-    spatial, temporal = factors or (1, 1)
+    conditions = job.conditions
     metadata = {"ltxtrain_endpoint": recipe.endpoint, "ltxtrain_rank": str(request.rank),
-                "training_type": recipe.training_type}
-    if factors:
-        # Always written (even for 1) so inference mirrors the training-time reference scaling; the names are the
-        # ones LTX-2's IC-LoRA pipeline reads, plus the explicit spatial name.
-        metadata.update(reference_downscale_factor=str(spatial), reference_spatial_scale_factor=str(spatial),
-                        reference_temporal_scale_factor=str(temporal))
+                "training_type": recipe.training_type, **conditions.metadata()}
     model_file, model_shards, lora = None, [], None
     if outcome.model_dir:  # full fine-tune: the whole transformer, diffusers layout
         model_file, model_shards = _place_model_files(Path(outcome.model_dir), out, slug)
@@ -408,7 +407,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
         lora = write_lora_outputs(lora_path, load_file(outcome.adapter_path), rank=request.rank,
                                   alpha=float(request.rank), metadata=metadata, audio_trained=job.audio,
                                   effect=outcome.metrics.get("lora_effect"))
-    extra = {"reference_downscale_factor": spatial, "reference_temporal_scale_factor": temporal} if factors else {}
+    extra = {"conditions": conditions.to_json(), **conditions.config()}
     if lora:
         extra.update(quality=lora.quality, per_modality_files={m: p.name for m, p in lora.per_modality.items()})
     if request.init_lora_url:
@@ -419,7 +418,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
                  training_type=recipe.training_type if request.training_mode == "lora" else "full",
                  trigger_phrase=request.trigger_phrase, rank=request.rank, alpha=float(request.rank),
                  base_model=opts.model, model_family=model_family, lora_targets=targets,
-                 request=request.model_dump(), extra=extra or None)
+                 request=request.model_dump(), extra=extra)
     video = None
     if outcome.reel_path:
         reel = out / f"{slug}_validation.mp4"

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .errors import Skip
-
 CONTENT_TYPES = {
     ".safetensors": "application/octet-stream",
     ".json": "application/json",
@@ -59,7 +57,3 @@ class TrainingResult(BaseModel):
 def billing_units(number_of_steps: int, succeeded: bool) -> int:
     """Spec: a successful run bills max(100, number_of_steps); failures before completion bill 0."""
     return max(100, number_of_steps) if succeeded else 0
-
-
-def skips_json(skips: list[Skip]) -> list[dict]:
-    return [s.to_json() for s in skips]

@@ -123,13 +123,15 @@ def video_tokens(
     noise: torch.Tensor | None = None,
     noisy: torch.Tensor | None = None,
     reference: Reference | None = None,
+    appended: list | tuple = (),
 ) -> VideoTokens:
     """Assemble the video sequence.
 
     clean_latents: normalised [B, C, F, H, W]; sigma: [B]; cond: [B, S] conditioning mask (None = none).
     Training passes `noise` ([B, S, C]) and gets x_t and the velocity target; sampling passes `noisy`, the current
     state of the target tokens. Conditioning tokens are replaced by their clean values and get sigma 0 either way.
-    A reference is appended after the target: clean, sigma 0, never in the loss, on the target's coordinates.
+    A reference, then each `appended` (tokens [B, N, C], coords [B, 3, N, 2]) pair, follow the target: clean,
+    sigma 0, never in the loss.
     """
     b, _, f, h, w = clean_latents.shape
     x0 = pack_video(clean_latents).float()
@@ -145,6 +147,8 @@ def video_tokens(
     if reference is not None:
         seq = _append_clean(seq, pack_video(reference.latents).float().to(x0.device),
                             reference_coords(rope, reference, fps, x0.device))
+    for tokens, coords in appended:
+        seq = _append_clean(seq, tokens.float().to(x0.device), coords.to(x0.device))
     return VideoTokens(seq["hidden"], seq["sigma_tok"], seq["coords"], seq["cond"], seq["clean"], seq["target"],
                        sigma, (f, h, w), fps, num_target=s)
 
@@ -180,21 +184,96 @@ class AudioTokens:
 
 
 def audio_tokens(rope, clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor | None = None,
-                 noisy: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> AudioTokens:
-    """Same rule as `video_tokens` for the audio stream (training passes `noise`, sampling `noisy`)."""
+                 noisy: torch.Tensor | None = None, reference: torch.Tensor | None = None,
+                 cond: torch.Tensor | None = None, appended: list | tuple = ()) -> AudioTokens:
+    """Same rule as `video_tokens` for the audio stream (training passes `noise`, sampling `noisy`); `cond` [B, L]
+    pins target audio steps clean (1 = clean)."""
     x0 = clean.float()
     b, n = x0.shape[:2]
     device = x0.device
     sigma = sigma.float().to(device)
     noisy, target = _noised(x0, sigma, noise, noisy, "audio_tokens")
-    seq = {"hidden": noisy, "sigma_tok": sigma[:, None].expand(b, n).clone(),
-           "coords": rope.prepare_audio_coords(b, n, device), "cond": torch.zeros(b, n, device=device),
-           "clean": x0, "target": target}
+    cond = torch.zeros(b, n, device=device) if cond is None else cond.float().to(device)
+    keep = cond[..., None]
+    seq = {"hidden": keep * x0 + (1.0 - keep) * noisy, "sigma_tok": sigma[:, None] * (1.0 - cond),
+           "coords": rope.prepare_audio_coords(b, n, device), "cond": cond, "clean": x0, "target": target}
     if reference is not None:  # reference audio starts at t = 0, overlapping the target in time
-        ref = reference.float().to(device)
-        seq = _append_clean(seq, ref, rope.prepare_audio_coords(b, ref.shape[1], device))
+        appended = [(reference, rope.prepare_audio_coords(b, reference.shape[1], device)), *appended]
+    for tokens, coords in appended:
+        seq = _append_clean(seq, tokens.float().to(device), coords.to(device))
     return AudioTokens(seq["hidden"], sigma, seq["sigma_tok"], seq["coords"], seq["cond"], seq["clean"],
                        seq["target"], n)
+
+
+class TokenBuilder:
+    """What a condition kind's `tokens(t)` works on, before any noise: the target's clean latents (which a kind may
+    overwrite, e.g. a given first frame), the conditioning masks, and the clean tokens to append.
+
+    Training and sampling build it the same way (`assemble`); only `sampling` and the per-sample flags differ.
+    """
+
+    def __init__(self, cols: dict, grid, fps: float, rope, audio_rope, flags: dict | None, sampling: bool,
+                 audio_clean: torch.Tensor | None):
+        self.cols, self.grid, self.fps, self.rope, self.audio_rope = cols, tuple(grid), fps, rope, audio_rope
+        self.sampling = sampling
+        self.clean = cols["latents"].float().clone()
+        self.batch = self.clean.shape[0]
+        device = self.clean.device
+        self.cond = torch.zeros(self.batch, int(torch.tensor(self.grid).prod()), device=device)
+        self.appended: list = []
+        self.audio_clean = None if audio_clean is None else audio_clean.float()
+        self.audio_cond = None if audio_clean is None else torch.zeros(audio_clean.shape[:2], device=device)
+        self.audio_appended: list = []
+        self._flags = flags or {}
+
+    def flag(self, condition) -> torch.Tensor:
+        """[B] bool: whether this condition is drawn for each sample (always on in sampling)."""
+        if self.sampling or condition not in self._flags:
+            return torch.ones(self.batch, dtype=torch.bool)
+        return self._flags[condition]
+
+    def pin_video(self, mask: torch.Tensor) -> None:
+        self.cond = torch.maximum(self.cond, mask.to(self.cond))
+
+    def pin_video_frames(self, start: int, stop: int, on: torch.Tensor | None = None) -> None:
+        """Latent frames [start, stop) clean for the samples flagged in `on` (default all)."""
+        f, h, w = self.grid
+        mask = torch.zeros(self.batch, f, h * w)
+        mask[:, start:stop] = 1.0
+        if on is not None:
+            mask = mask * on.float()[:, None, None]
+        self.pin_video(mask.flatten(1))
+
+    def pin_audio_steps(self, start: int, stop: int) -> None:
+        self.audio_cond[:, start:stop] = 1.0
+
+    def append_video(self, tokens: torch.Tensor, coords: torch.Tensor) -> None:
+        self.appended.append((tokens, coords))
+
+    def append_audio(self, tokens: torch.Tensor, coords: torch.Tensor) -> None:
+        self.audio_appended.append((tokens, coords))
+
+
+def assemble(conditions, rope, audio_rope, cols: dict, sigma: torch.Tensor, fps: float, *, flags: dict | None = None,
+             noise=None, noisy=None, audio_sigma=None, audio_noise=None, audio_noisy=None,
+             audio_role: str = "generated") -> tuple[VideoTokens, AudioTokens | None]:
+    """THE token assembly for a product: every condition's `tokens` applied to `cols` (the cache columns:
+    "latents", "audio", "reference", "mask", ...), then `video_tokens` / `audio_tokens`. Training passes
+    `noise`/`audio_noise` and the drawn `flags` ({condition: [B] bool}); the sampler passes its states
+    `noisy`/`audio_noisy`. Audio is built when `cols` has it (the cache holds audio only when it is trained); a
+    frozen audio modality is clean everywhere."""
+    audio_clean = cols.get("audio")
+    t = TokenBuilder(cols, cols["latents"].shape[2:], fps, rope, audio_rope, flags, noisy is not None, audio_clean)
+    for c in conditions:
+        c.tokens(t)
+    video = video_tokens(rope, t.clean, sigma, fps, cond=t.cond, noise=noise, noisy=noisy, appended=t.appended)
+    if t.audio_clean is None:
+        return video, None
+    if audio_role == "frozen":
+        t.audio_cond[:] = 1.0
+    audio = audio_tokens(audio_rope, t.audio_clean, sigma if audio_sigma is None else audio_sigma,
+                         noise=audio_noise, noisy=audio_noisy, cond=t.audio_cond, appended=t.audio_appended)
+    return video, audio
 
 
 def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioTokens | None = None, **forward_kwargs):

@@ -26,6 +26,25 @@ def audio_latent_steps(seconds: float, sample_rate: int = 16000, hop: int = 160)
     return -(-t_mel // TEMPORAL_COMPRESSION)
 
 
+def audio_vae_config(model_dir: str) -> dict:
+    """The audio VAE's config of a resolved model folder: the one place its sample rate and hop are read from disk."""
+    import json
+    import os
+
+    with open(os.path.join(model_dir, "audio_vae", "config.json")) as fh:
+        return json.load(fh)
+
+
+def audio_sample_rate(model_dir: str) -> int:
+    return int(audio_vae_config(model_dir)["sample_rate"])
+
+
+def model_audio_steps(model_dir: str, seconds: float) -> int:
+    """`audio_latent_steps` with the model's own rate and hop."""
+    cfg = audio_vae_config(model_dir)
+    return audio_latent_steps(seconds, int(cfg["sample_rate"]), int(cfg.get("mel_hop_length", 160)))
+
+
 def _vae_audio_params(audio_vae) -> tuple[int, int, int]:
     cfg = audio_vae.config
     return int(cfg.sample_rate), int(cfg.mel_hop_length), int(cfg.mel_bins)

@@ -69,15 +69,17 @@ class Manifest:
     height: int
     num_frames: int
     frame_rate: float
-    reference_spatial: int = 1
-    reference_temporal: int = 1
     audio: bool = False
-    reference_audio: bool = False
+    conditions: list[dict] = field(default_factory=list)  # the bound conditions the cache was made for (JSON)
     samples: list[CachedSample] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def reference_spatial(self) -> int:
+        return next((int(c["spatial"]) for c in self.conditions if c["kind"] == "reference_video"), 1)
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":
@@ -101,20 +103,18 @@ class LatentCache:
     def has_text(self, text_id: str) -> bool:
         return self.text_path(text_id).exists()
 
-    def write_video(self, sample_id: str, latents: torch.Tensor, reference: torch.Tensor | None = None,
-                    audio: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                    ref_audio: torch.Tensor | None = None) -> None:
-        """One file per sample: video latents, plus whatever conditions it has (IC-LoRA reference latents, packed
-        audio latents, the latent regenerate-mask, reference audio latents)."""
-        tensors = {"latents": latents, "reference": reference, "audio": audio, "mask": mask, "ref_audio": ref_audio}
+    def write_video(self, sample_id: str, latents: torch.Tensor, **columns: torch.Tensor | None) -> None:
+        """One file per sample: video latents, plus the columns its conditions write (packed audio latents,
+        reference latents, the latent regenerate-mask, reference audio latents, keyframes, ...)."""
+        tensors = {"latents": latents, **columns}
         atomic_save({k: v for k, v in tensors.items() if v is not None}, self.video_path(sample_id))
 
     def write_text(self, text_id: str, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> None:
         atomic_save({"video": video, "audio": audio, "mask": mask}, self.text_path(text_id))
 
     def load_video(self, sample_id: str) -> dict[str, torch.Tensor]:
-        """{"latents": [C, F, H, W]} plus "reference" [C, Fr, Hr, Wr], "audio" [L, Ca], "mask" uint8 [F, H, W]
-        (1 = regenerate) and "ref_audio" [Lr, Ca] when present."""
+        """{"latents": [C, F, H, W]} plus the conditions' columns, e.g. "reference" [C, Fr, Hr, Wr], "audio"
+        [L, Ca], "mask" uint8 [F, H, W] (1 = regenerate), "ref_audio" [Lr, Ca]."""
         return load_file(str(self.video_path(sample_id)))
 
     def video_shapes(self, sample_id: str) -> dict[str, list[int]]:

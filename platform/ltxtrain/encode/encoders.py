@@ -65,19 +65,27 @@ class VideoEncoderActor:
 
     def __call__(self, batch: dict) -> dict:
         files = []
-        refs = batch.get("reference")
-        for i, (sample_id, frames) in enumerate(zip(batch["id"], batch["frames"])):
-            latents = encode_video(self.vae, np.asarray(frames))
-            reference = encode_video(self.vae, np.asarray(refs[i])) if refs is not None else None
-            audio = encode_audio(self.audio_vae, np.asarray(batch["audio"][i])) if "audio" in batch else None
-            ref_audio = encode_audio(self.audio_vae, np.asarray(batch["ref_audio"][i])) if "ref_audio" in batch else None
-            mask = torch.from_numpy(np.asarray(batch["mask"][i], dtype=np.uint8)) if "mask" in batch else None
-            if mask is not None and tuple(mask.shape) != tuple(latents.shape[1:]):
-                raise ValueError(f"latent mask {tuple(mask.shape)} does not match the latent grid {tuple(latents.shape[1:])}")
-            # the keys are LatentCache.write_video's arguments
-            files.append(to_bytes({"latents": latents, "reference": reference, "audio": audio, "mask": mask,
-                                   "ref_audio": ref_audio}))
+        for i, sample_id in enumerate(batch["id"]):
+            files.append(to_bytes(encode_columns(self.vae, self.audio_vae, {k: v[i] for k, v in batch.items()})))
         return {"id": np.asarray(batch["id"]), "tensors": files}
+
+
+def encode_columns(vae, audio_vae, fitted: dict) -> dict[str, torch.Tensor]:
+    """Typed fitted columns -> cache tensors: `video:x` through the VAE, `audio:x` through the audio VAE, `raw:x`
+    as they are (training samples and validation entries alike)."""
+    out = {}
+    for key, value in fitted.items():
+        kind, _, name = key.partition(":")
+        if kind == "video":
+            out[name] = encode_video(vae, np.asarray(value))
+        elif kind == "audio":
+            out[name] = encode_audio(audio_vae, np.asarray(value))
+        elif kind == "raw":
+            out[name] = torch.from_numpy(np.ascontiguousarray(np.asarray(value)))
+    if "mask" in out and "latents" in out and tuple(out["mask"].shape) != tuple(out["latents"].shape[1:]):
+        raise ValueError(f"latent mask {tuple(out['mask'].shape)} does not match the latent grid "
+                         f"{tuple(out['latents'].shape[1:])}")
+    return out
 
 
 class TextEncoderActor:

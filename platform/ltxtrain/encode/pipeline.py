@@ -11,6 +11,7 @@ return their tensors to the driver, which alone writes the cache (its copy is th
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -18,13 +19,12 @@ import numpy as np
 
 from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..intake.dataset import SampleSpec
-from ..media.fit import FitSpec, TimeWindow, decode_and_fit, fit_image, frame_times, frames_available
-from ..media.masks import clip_display_size, fit_mask, mask_to_latent
+from ..conditioning.kinds import ConditionInputError, FitContext, ReferenceAudio
+from ..media.fit import FitSpec, TimeWindow, frames_available
 from ..media.probe import probe
-from ..media.audio import audio_for_clip
-from ..media.reference import scale_reference
 from ..media.scenes import split_windows
 from ..storage import runtime_env_for
+from .audio_encoder import audio_sample_rate  # noqa: F401  (re-exported: the job reads it here)
 from .cache import CachedSample, LatentCache, Manifest, from_bytes, stable_id
 from .shared_media import SharedMedia, local_media
 
@@ -42,13 +42,11 @@ class PreprocessConfig:
     auto_scale: bool = False
     split_scenes: bool = True
     split_threshold: float = 30.0
-    reference_spatial: int = 1  # IC-LoRA: reference downscale factor
-    reference_temporal: int = 1  # IC-LoRA: reference temporal subsampling factor
-    audio: bool = False  # joint audio: extract each window's audio and encode it with the audio VAE
+    conditions: tuple = ()  # the bound recipe's condition kinds: their media, columns and skips
+    audio: bool = False  # the target's audio is trained (generated or frozen): extract and encode each window's
     audio_sample_rate: int = 16000  # the audio VAE's rate (read from the model by the job)
     audio_normalize: bool = True
     audio_preserve_pitch: bool = True
-    reference_audio: bool = False  # av2av: the reference clip's audio becomes clean audio conditioning tokens
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
     worker_model_dir: str | None = None  # where the encoder actors load the model (a storage URI on clusters)
@@ -57,27 +55,44 @@ class PreprocessConfig:
     def actor_model_dir(self) -> str:
         return self.worker_model_dir or self.model_dir
 
+    @property
+    def needs_audio_vae(self) -> bool:
+        return self.audio or any(isinstance(c, ReferenceAudio) for c in self.conditions)
+
     def fit_spec(self, kind: str) -> FitSpec:
         frames = 1 if kind == "image" else self.num_frames
         return FitSpec(self.width, self.height, frames, float(self.frame_rate))
+
+    def context(self, media: dict[str, str], kind: str, window: TimeWindow, auto_scale: bool | None = None,
+                validation: bool = False) -> FitContext:
+        return FitContext(media=media, window=window, spec=self.fit_spec(kind),
+                          auto_scale=self.auto_scale if auto_scale is None else auto_scale,
+                          audio_rate=self.audio_sample_rate, audio_normalize=self.audio_normalize,
+                          audio_preserve_pitch=self.audio_preserve_pitch, validation=validation)
 
 
 def _scene_name(name: str, index: int, window: TimeWindow) -> str:
     return f"{name} [scene {index + 1}: {window.start:.2f}-{window.end:.2f} s]"
 
 
+def media_of(row: dict) -> dict[str, str]:
+    """role -> path of a planner row: the target (`path`) and every condition file (`media`, JSON: Arrow-friendly)."""
+    return {"target": row["path"], **json.loads(row.get("media") or "{}")}
+
+
 def plan_sample(row: dict, cfg: PreprocessConfig, shared: SharedMedia | None = None) -> list[dict]:
     """CPU task: one sample -> its training windows (scene split when long), each either kept or skipped.
 
-    Scenes are detected once, on the target, and the same windows cut the reference, so pairs never desync.
+    Scenes are detected once, on the target, and the same windows cut every other file of the sample, so pairs
+    never desync. Each condition may skip a window (e.g. a mask with nothing to regenerate).
     """
-    base = {k: row[k] for k in ("name", "path", "kind", "caption", "text_id")}
-    base.update(ref_path=row.get("ref_path", ""), mask_path=row.get("mask_path", ""))
+    base = {k: row.get(k, "") for k in ("name", "path", "kind", "caption", "text_id", "media")}
     if row["kind"] == "image":
-        return [{**base, "start": 0.0, "end": 0.0, "skip": "", "mask": b"", "mask_shape": []}]
-    with local_media(shared, row["path"], base["mask_path"]) as (path, mask_path):
-        info = probe(path)
-        windows = split_windows(info, cfg.split_scenes, cfg.split_threshold)
+        return [{**base, "start": 0.0, "end": 0.0, "skip": ""}]
+    media = media_of(row)
+    with local_media(shared, *media.values()) as paths:
+        local = dict(zip(media, paths))
+        windows = split_windows(probe(local["target"]), cfg.split_scenes, cfg.split_threshold)
         rows = []
         for i, w in enumerate(windows):
             name = _scene_name(row["name"], i, w) if len(windows) > 1 else row["name"]
@@ -86,61 +101,53 @@ def plan_sample(row: dict, cfg: PreprocessConfig, shared: SharedMedia | None = N
             if not cfg.auto_scale and have < cfg.num_frames:
                 skip = (f"too short: {have} frames at {cfg.frame_rate:g} fps ({w.end - w.start:.2f} s), "
                         f"need {cfg.num_frames} (enable auto_scale_input to fit it)")
-            mask = None
-            if mask_path and not skip:
-                mask = latent_mask({**base, "path": path, "mask_path": mask_path}, w, cfg)
-                if not mask.any():
-                    skip = (f"mask '{row['mask_name']}' is all black after fitting to the clip: nothing to "
-                            "regenerate (WHITE = regenerate, BLACK = keep)")
-            # the latent mask travels as bytes + shape: rows stay Arrow-friendly whether or not a sample has one
-            rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip,
-                         "mask": b"" if mask is None else mask.astype(np.uint8).tobytes(),
-                         "mask_shape": [] if mask is None else list(mask.shape)})
+            ctx = cfg.context(local, row["kind"], w)
+            for c in cfg.conditions:
+                skip = skip or _named(c.plan_skip, ctx, row)
+            rows.append({**base, "name": name, "start": float(w.start), "end": float(w.end), "skip": skip})
     return rows
 
 
-def latent_mask(row: dict, window: TimeWindow, cfg: PreprocessConfig) -> np.ndarray:
-    """The mask as training sees it: bool [F', H', W'], True = regenerate. Same crop and timestamps as the clip,
-    then the VAE's causal temporal grouping."""
-    spec = cfg.fit_spec(row["kind"])
-    times = frame_times(window, spec, cfg.auto_scale)
-    pixels = fit_mask(row["mask_path"], clip_display_size(row["path"]), spec, times=times)
-    return mask_to_latent(pixels)
+def _named(fn, ctx: FitContext, row: dict):
+    """Run a condition hook; an unusable input becomes a RequestError naming the file inside the archive."""
+    try:
+        return fn(ctx)
+    except ConditionInputError as exc:
+        names = json.loads(row.get("names") or "{}")
+        raise RequestError.file(names.get(exc.role, row["name"]), exc.message) from None
 
 
-def _fit(path: str, row: dict, cfg: PreprocessConfig):
-    spec = cfg.fit_spec(row["kind"])
-    if row["kind"] == "image":
-        return fit_image(path, spec.width, spec.height)
-    return decode_and_fit(path, spec, TimeWindow(row["start"], row["end"]), auto_scale=cfg.auto_scale)
+def fit_sample(cfg: PreprocessConfig, ctx: FitContext, kind: str, with_target: bool = True) -> dict:
+    """The sample's fitted media as typed columns (`video:`, `audio:`, `raw:`): the target (and its audio when
+    trained), then each condition's. Training windows and validation entries both come through here."""
+    out = {}
+    if with_target:
+        if kind == "image":
+            ctx.target = ctx.fit_image("target")
+        else:
+            ctx.target = ctx.fit_video("target")
+        out["video:latents"] = ctx.target
+        if cfg.audio:  # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
+            out["audio:audio"] = ctx.audio("target")
+    for c in cfg.conditions:
+        out.update(c.fit(ctx))
+    return out
 
 
 def decode_row(row: dict, cfg: PreprocessConfig, shared: SharedMedia | None = None) -> dict:
-    """CPU task: decode and fit one window to the bucket geometry (a reference identically, then scaled)."""
-    window, spec = TimeWindow(row["start"], row["end"]), cfg.fit_spec(row["kind"])
-    with local_media(shared, row["path"], row.get("ref_path", "")) as (path, ref_path):
-        out = {"id": row["id"], "frames": _fit(path, row, cfg)}
-        if cfg.audio:
-            # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
-            out["audio"] = audio_for_clip(path, window, spec, cfg.auto_scale, cfg.audio_sample_rate,
-                                          cfg.audio_normalize, cfg.audio_preserve_pitch)
-        if ref_path:
-            out["reference"] = scale_reference(_fit(ref_path, row, cfg), cfg.reference_spatial,
-                                               cfg.reference_temporal)
-            if cfg.reference_audio:  # the reference clip's own audio over the same window: the audio reference
-                out["ref_audio"] = audio_for_clip(ref_path, window, spec, cfg.auto_scale, cfg.audio_sample_rate,
-                                                  cfg.audio_normalize, cfg.audio_preserve_pitch)
-    if row.get("mask_shape"):
-        out["mask"] = np.frombuffer(row["mask"], dtype=np.uint8).reshape(row["mask_shape"])
-    return out
+    """CPU task: decode and fit one window and its conditions' media to the bucket geometry."""
+    media = media_of(row)
+    with local_media(shared, *media.values()) as paths:
+        ctx = cfg.context(dict(zip(media, paths)), row["kind"], TimeWindow(row["start"], row["end"]))
+        columns = _named(lambda c: fit_sample(cfg, c, row["kind"]), ctx, row)
+    return {"id": row["id"], **columns}
 
 
 def _sample_id(row: dict, cfg: PreprocessConfig) -> str:
     return stable_id(row["name"], row["start"], row["end"], cfg.width, cfg.height, cfg.fit_spec(row["kind"]).num_frames,
-                     cfg.frame_rate, cfg.auto_scale, cfg.model_dir, row["ref_path"] and
-                     (cfg.reference_spatial, cfg.reference_temporal),
+                     cfg.frame_rate, cfg.auto_scale, cfg.model_dir, row.get("media", ""),
                      cfg.audio and (cfg.audio_sample_rate, cfg.audio_normalize, cfg.audio_preserve_pitch),
-                     row["mask_path"], cfg.reference_audio)
+                     json.dumps([c.to_json() for c in cfg.conditions], sort_keys=True))
 
 
 def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics,
@@ -152,9 +159,9 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
     # Without this Ray Data reserves half the CPUs per operator and runs ~1 decode task at a time on small nodes.
     ray.data.DataContext.get_current().op_resource_reservation_enabled = False
     cache = LatentCache(cfg.cache_dir)
-    items = [{"name": s.name, "path": s.media["target"], "ref_path": s.media.get("reference", ""),
-              "mask_path": s.media.get("mask", ""), "mask_name": s.archive_paths.get("mask", ""),
-              "kind": s.kind, "caption": s.caption,
+    items = [{"name": s.name, "path": s.media["target"],
+              "media": json.dumps({r: p for r, p in s.media.items() if r != "target"}, sort_keys=True),
+              "names": json.dumps(s.archive_paths), "kind": s.kind, "caption": s.caption,
               "text_id": stable_id(s.caption, cfg.model_dir)} for s in samples]
 
     with SharedMedia(p for s in samples for p in s.media.values()) as shared:
@@ -193,7 +200,7 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         if todo:
             log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
             encoded = ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
-                _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.audio or cfg.reference_audio),
+                _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae),
                 batch_size=1, **actor_opts)
             try:
                 for row in encoded.iter_rows():
@@ -202,8 +209,7 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
                 raise _named_failure(exc, todo) from exc
 
     manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
-                        reference_spatial=cfg.reference_spatial, reference_temporal=cfg.reference_temporal,
-                        audio=cfg.audio, reference_audio=cfg.reference_audio,
+                        audio=cfg.audio, conditions=[c.to_json() for c in cfg.conditions],
                         skipped=[s.to_json() for s in diag.skipped])
     for r in keep:
         shapes = cache.video_shapes(r["id"])  # header only: the latents stay on disk
@@ -215,18 +221,10 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
             latent_shape=shapes["latents"], num_frames=cfg.fit_spec(r["kind"]).num_frames,
             fps=float(cfg.frame_rate), reference_shape=shapes.get("reference"), audio_shape=shapes.get("audio"),
             regenerate_fraction=mask_fraction,
-            source={k: r[k] for k in ("path", "ref_path", "mask_path", "kind", "start", "end")},
+            source={k: r[k] for k in ("path", "media", "kind", "start", "end")},
         ))
     cache.write_manifest(manifest)
     return manifest
-
-
-def audio_sample_rate(model_dir: str) -> int:
-    import json
-    import os
-
-    with open(os.path.join(model_dir, "audio_vae", "config.json")) as fh:
-        return int(json.load(fh)["sample_rate"])
 
 
 def _video_actor():
@@ -257,15 +255,15 @@ def debug_samples(manifest: Manifest, cfg: PreprocessConfig):
     as trained, the mask as training sees it (latent grid), the final caption and the token counts."""
     cache = LatentCache(cfg.cache_dir)
     for s in manifest.samples:
-        out = decode_row({**s.source, "id": s.id, "mask": b"", "mask_shape": []}, cfg)
+        out = decode_row({**s.source, "id": s.id, "name": s.name}, cfg)
         tensors = cache.load_video(s.id)
         tokens = {"video": s.tokens}
         if s.reference_shape:
             tokens["reference"] = int(np.prod(s.reference_shape[1:]))
         if s.audio_shape:
             tokens["audio"] = int(s.audio_shape[0])
-        yield {"name": s.name, "caption": s.caption, "frames": out["frames"], "fps": s.fps,
-               "reference": out.get("reference"),
+        yield {"name": s.name, "caption": s.caption, "frames": out["video:latents"], "fps": s.fps,
+               "reference": out.get("video:reference"),
                "mask": tensors["mask"].numpy().astype(bool) if "mask" in tensors else None,
-               "audio": out.get("audio"), "audio_rate": cfg.audio_sample_rate if "audio" in out else None,
+               "audio": out.get("audio:audio"), "audio_rate": cfg.audio_sample_rate if "audio:audio" in out else None,
                "tokens": tokens}

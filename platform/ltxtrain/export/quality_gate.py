@@ -86,43 +86,21 @@ def _names(keys: list[str]) -> str:
 
 
 @torch.no_grad()
-def lora_effect(transformer, batch, device: torch.device, seed: int, sigma: float = EFFECT_SIGMA) -> dict:
-    """{"video": r, ["audio": r,] "sigma": σ}: r = ||v_lora - v_base|| / ||v_base|| over the generated tokens of
-    one denoising step on `batch`'s first sample (its conditions included: first frame off, reference, mask, audio
-    reference) with noise seeded by `seed`. Runs the transformer twice; with FSDP every rank must call it (the
-    forward passes gather shards), and all get the same numbers."""
-    from ..conditioning.tokens import Reference, TextContext, audio_tokens, kept_mask, predict, video_tokens
-
-    g = torch.Generator().manual_seed(seed)
-    latents = batch.latents[:1].to(device)
-    _, c, f, h, w = latents.shape
-    s = torch.tensor([sigma], device=device)
-    cond = None if batch.mask is None else kept_mask(batch.mask[:1]).to(device)
-    ref = None if batch.reference is None else Reference(batch.reference[:1].to(device), batch.ref_spatial,
-                                                         batch.ref_temporal)
-    video = video_tokens(transformer.rope, latents, s, batch.fps, cond=cond,
-                         noise=torch.randn(1, f * h * w, c, generator=g).to(device), reference=ref)
-    text = TextContext(batch.text_video[:1].to(device), batch.text_audio[:1].to(device),
-                       batch.text_mask[:1].to(device))
-    audio = None
-    if batch.audio is not None:
-        clean = batch.audio[:1].to(device)
-        audio = audio_tokens(transformer.audio_rope, clean, s, noise=torch.randn(clean.shape, generator=g).to(device),
-                             reference=None if batch.ref_audio is None else batch.ref_audio[:1].to(device))
-
-    def run():
-        out = predict(transformer, video, text, audio)
-        return {"video": out} if audio is None else {"video": out[0], "audio": out[1]}
-
-    tuned = run()
-    with adapters_disabled(transformer):
-        base = run()
-    masks = {"video": video.loss_mask, "audio": None if audio is None else audio.loss_mask}
+def lora_effect(transformer, step, sigma: float = EFFECT_SIGMA) -> dict:
+    """{"video": r, ["audio": r,] "sigma": σ}: r = ||v_lora - v_base|| / ||v_base|| over the generated tokens of one
+    fixed denoising step. `step()` runs it and returns {modality: (velocity [B, S, C], loss mask [B, S])} for the
+    generated modalities; the training loop builds it (its token assembly, conditions included) at σ = `sigma`.
+    Runs the transformer twice; with FSDP every rank must call it (the forward passes gather shards), and all get
+    the same numbers."""
+    with torch.no_grad():
+        tuned = step()
+        with adapters_disabled(transformer):
+            base = step()
     result = {}
-    for m, v in tuned.items():
-        weight = masks[m][..., None].to(v.dtype)
-        diff = ((v - base[m]) * weight).norm()
-        result[m] = float(diff / (base[m] * weight).norm().clamp(min=1e-12))
+    for m, (v, mask) in tuned.items():
+        weight = mask[..., None].to(v.dtype)
+        diff = ((v - base[m][0]) * weight).norm()
+        result[m] = float(diff / (base[m][0] * weight).norm().clamp(min=1e-12))
     result["sigma"] = sigma
     return result
 

@@ -12,7 +12,7 @@ from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..api.schema import TrainingRequest
 from ..media.fit import frames_available
 from ..media.probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, MediaInfo, probe
-from ..products.base import AudioReference, Recipe
+from ..products.base import ABSENT, AUTO, Recipe
 from .archive import ExtractedFile
 
 CAPTION_EXTENSION = ".txt"
@@ -166,7 +166,8 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
     if errors:
         raise RequestError(errors)
 
-    samples = [s for s in samples if _long_enough(s, request, diag)]
+    timed = ("target", *recipe.matched_roles)  # other roles follow the target's length (masks held or trimmed)
+    samples = [s for s in samples if _long_enough(s, request, diag, timed)]
     if not samples:
         raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after checks"),
                            skipped=diag.skipped)
@@ -177,7 +178,7 @@ def will_split(info: MediaInfo, request: TrainingRequest) -> bool:
     return info.kind == "video" and request.split_input_into_scenes and info.duration > request.split_input_duration_threshold
 
 
-def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics) -> bool:
+def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics, roles: tuple[str, ...]) -> bool:
     """Spec: a clip shorter than number_of_frames at frame_rate is skipped (unless auto_scale_input fits it).
 
     Clips that will be split into scenes are judged per scene later, during preprocessing.
@@ -185,7 +186,7 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
     if sample.kind != "video" or request.auto_scale_input:
         return True
     for role, info in sample.info.items():
-        if role == "mask" or will_split(info, request):  # masks follow their clip's length (held or trimmed)
+        if role not in roles or will_split(info, request):
             continue
         have = frames_available(info.duration, request.frame_rate)
         if have < request.number_of_frames:
@@ -197,19 +198,20 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
 
 
 def resolve_audio(recipe: Recipe, request: TrainingRequest, samples: list[SampleSpec], diag: Diagnostics) -> bool:
-    """Spec `with_audio`: null = on when every clip has an audio track; true = required (clips without one are
-    named); false = off. A silent but present track counts as audio.
+    """Whether the clips' audio is trained (generated or frozen), from the recipe's audio role.
 
-    Products with an audio reference always train audio: both clips of every sample need an audible track."""
-    if recipe.has(AudioReference):
-        require_audible(samples, ("reference", "target"))
-        return True
-    if recipe.joint_audio_field is None:
+    generated / frozen: every clip the conditions name (and the target) needs an audible track. auto (spec
+    `with_audio`): null = on when every clip has an audio track; true = required (clips without one are named);
+    false = off. A silent but present track counts as audio there."""
+    if recipe.audio == ABSENT:
         return False
-    wanted = getattr(request, recipe.joint_audio_field)
+    if recipe.audio != AUTO:
+        require_audible(samples, recipe.audible_roles)
+        return True
+    wanted = getattr(request, recipe.audio_field)
     if wanted is False:
         return False
-    field_name = recipe.joint_audio_field
+    field_name = recipe.audio_field
     if any(s.kind == "image" for s in samples):
         if wanted:
             raise RequestError.field(field_name, "images have no audio: set with_audio to false or null")

@@ -1,17 +1,37 @@
-"""Product registry: endpoint name -> recipe."""
+"""Product registry: endpoint name -> recipe. A product is one module of declarations listed here."""
 
 from __future__ import annotations
+
+import importlib
 
 from ..api.errors import ErrorItem, RequestError
 from .base import Recipe
 
-PLANNED: tuple[str, ...] = ()
+PRODUCTS = (
+    "t2v",
+    "ic_lora_v2v",
+    "masked",
+    "t2v_v2",
+    "i2v",
+    "inpaint",
+    "outpaint",
+    "extend_prefix",
+    "extend_suffix",
+    "interpolate",
+)
 
 
 def _registry() -> dict[str, Recipe]:
-    from . import ic_lora_v2v, masked, t2v
+    recipes: dict[str, Recipe] = {}
+    for name in PRODUCTS:
+        module = importlib.import_module(f".{name}", __name__)
+        for recipe in getattr(module, "RECIPES", None) or (module.RECIPE,):
+            recipes[recipe.endpoint] = recipe
+    return recipes
 
-    return {r.endpoint: r for r in (t2v.RECIPE, ic_lora_v2v.RECIPE, masked.V2V_MASKED, masked.AV2AV_MASKED)}
+
+def endpoints() -> list[str]:
+    return sorted(_registry())
 
 
 def get_recipe(endpoint: str) -> Recipe:
@@ -20,5 +40,4 @@ def get_recipe(endpoint: str) -> Recipe:
     if name in recipes:
         return recipes[name]
     known = ", ".join(sorted(recipes))
-    hint = " (not available yet)" if name in PLANNED else ""
-    raise RequestError(ErrorItem(("endpoint",), f"unknown endpoint '{endpoint}'{hint}; available: {known}"))
+    raise RequestError(ErrorItem(("endpoint",), f"unknown endpoint '{endpoint}'; available: {known}"))

@@ -1,112 +1,115 @@
-"""What a product is: a declaration the shared pipeline reads. Nothing here knows how to train.
+"""What a product is: a page of declarations the shared pipeline reads. Nothing here knows how to train.
 
-A recipe names
-- its request model (fields, defaults, ranges, cross-field checks),
-- the file roles in the archive (`""` → the plain media file; later `_start`, `_end`, `_mask`),
-- which media kinds it accepts and whether captions are required,
-- the conditions it trains with (first frame with probability p, …),
-- its default LoRA targets.
+A recipe names its request model, the suffix of its target file, the role of each modality (generated / frozen /
+absent / auto) and its list of typed conditions (`conditioning.kinds`). The archive roles, the validation-entry
+fields, the cache columns, the tokens and the metadata all come from those conditions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Annotated, Callable
 
-from ..api.errors import ErrorItem
-from ..api.schema import TrainingRequest
+from pydantic import Field, create_model
 
+from ..api.errors import ErrorItem, RequestError
+from ..api.schema import TrainingRequest, _Strict
+from ..conditioning.kinds import (ABSENT, AUTO, FROZEN, GENERATED, Condition, ConditionSet, roles_of,
+                                  validation_fields_of)
 
-@dataclass(frozen=True)
-class FirstFrame:
-    """Clean first latent frame (pixel frame 0), timestep 0, no loss — drawn per sample with probability p."""
-
-    probability_field: str = "first_frame_conditioning_p"
-
-    def probability(self, request: TrainingRequest) -> float:
-        return float(getattr(request, self.probability_field))
+__all__ = ["Recipe", "FamilyRequest", "FamilyAudioRequest", "validation_entry", "entries", "GENERATED", "FROZEN", "ABSENT", "AUTO"]
 
 
-@dataclass(frozen=True)
-class ReferenceVideo:
-    """IC-LoRA: the `reference` role's clip, fitted like the target then scaled by the request's factors,
-    appended as clean tokens on the target's coordinates."""
-
-    spatial_field: str | None = "reference_downscale_factor"  # None: the product has no such field (factor 1)
-    temporal_field: str | None = "reference_temporal_scale_factor"
-
-    def factors(self, request: TrainingRequest) -> tuple[int, int]:
-        def read(name: str | None) -> int:
-            return int(getattr(request, name)) if name else 1
-
-        return read(self.spatial_field), read(self.temporal_field)
+def validation_entry(name: str, conditions: tuple[Condition, ...]) -> type[_Strict]:
+    """The validation-entry model: `prompt` plus every field the conditions need (required or optional)."""
+    fields = {"prompt": (str, ...)}
+    for field_name, (_, required) in validation_fields_of(conditions).items():
+        fields[field_name] = (str, Field(min_length=1)) if required else (str | None, None)
+    return create_model(name, __base__=_Strict, **fields)
 
 
-@dataclass(frozen=True)
-class VideoMask:
-    """Masked target: the `mask` role (WHITE = regenerate) fitted with the clip's crop; kept tokens are clean,
-    timestep 0 and out of the loss."""
-
-    role: str = "mask"
+def entries(conditions: tuple[Condition, ...], name: str = "ValidationEntry"):
+    """The type of a request's `validation` (default `[]`): at most 2 entries (spec) of the conditions' fields."""
+    return Annotated[list[validation_entry(name, conditions)], Field(max_length=2)]
 
 
-@dataclass(frozen=True)
-class AudioReference:
-    """The reference clip's audio as clean tokens appended to the audio sequence; the target's audio is generated.
-    Both clips must carry an audible track."""
+class FamilyRequest(TrainingRequest):
+    """Fields every video endpoint of `fal-ai/ltx23-trainer-v2` shares where they differ from `TrainingRequest`
+    (../shared/spec/family/INDEX.md, "Shared fields")."""
+
+    frame_rate: int = Field(24, ge=8, le=60)
+    validation_frame_rate: int = Field(24, ge=8, le=60)
 
 
-Condition = FirstFrame | ReferenceVideo | VideoMask | AudioReference
+class FamilyAudioRequest(FamilyRequest):
+    audio_normalize: bool = True
+    audio_preserve_pitch: bool = True
 
 
 @dataclass(frozen=True)
 class Recipe:
     endpoint: str
     request_model: type[TrainingRequest]
-    # file-name suffix (before the extension) -> role; "" means the bare file name is the media itself
-    roles: dict[str, str]
+    conditions: tuple[Condition, ...] = ()
+    target: str = ""  # file-name suffix of the target ("" = the bare name; "_end" beside "_start")
+    video: str = GENERATED
+    # "auto": generated when the request's `audio_field` is true, or null and every clip has a track
+    audio: str = ABSENT
+    audio_field: str | None = None
     media_kinds: tuple[str, ...] = ("video", "image")
-    # images and videos may not be mixed in one dataset (t2v spec)
-    single_media_kind: bool = True
+    single_media_kind: bool = True  # images and videos may not be mixed in one dataset
     max_media_files: int = 1000
     captions_required: Callable[[TrainingRequest], bool] = lambda r: False
-    conditions: tuple[Condition, ...] = ()
     lora_targets: Callable[[TrainingRequest, bool], list[str]] = lambda r, audio: []
     # extra cross-field checks returning named errors (e.g. reference scale rules)
     checks: tuple[Callable[[TrainingRequest], list[ErrorItem]], ...] = field(default_factory=tuple)
     training_type: str = "lora"
-    # request field (null = auto, true, false) that switches joint audio generation on; None: video only
-    joint_audio_field: str | None = None
-    # roles whose clip must have exactly the target's frame count (one mismatch rejects the request)
-    matched_roles: tuple[str, ...] = ()
-    # media kinds per role where they differ from `media_kinds` (e.g. masks may be images or videos)
-    role_kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # False: scene splitting would desync the files of a sample, so the request may not turn it on
     scene_splitting: bool = True
 
+    # ----------------------------------------------------------------------------------- intake
+    @property
+    def roles(self) -> dict[str, str]:
+        """file-name suffix -> role."""
+        return {s: role for s, (role, _) in roles_of(self.conditions, self.target).items()}
+
+    def kinds_for(self, role: str) -> tuple[str, ...]:
+        kinds = {r: k for r, k in roles_of(self.conditions, self.target).values()}
+        return kinds.get(role) or self.media_kinds
+
+    @property
+    def matched_roles(self) -> tuple[str, ...]:
+        return tuple(r for c in self.conditions for r in c.matched_roles())
+
+    @property
+    def audible_roles(self) -> tuple[str, ...]:
+        roles = [r for c in self.conditions for r in c.audible_roles()]
+        return tuple(dict.fromkeys(roles + (["target"] if self.audio in (GENERATED, FROZEN) else [])))
+
+    def validation_roles(self) -> dict[str, str]:
+        """validation-entry field -> role."""
+        return {name: role for name, (role, _) in validation_fields_of(self.conditions).items()}
+
+    # ----------------------------------------------------------------------------------- request
     def parse(self, payload) -> TrainingRequest:
         from ..api.schema import parse_request
-        from ..api.errors import RequestError
 
         request = parse_request(self.request_model, payload)
         errors = [e for check in self.checks for e in check(request)]
+        for c in self.conditions:
+            bound = c.bind(request)
+            if bound is not None:
+                errors += [ErrorItem(("body", *loc), msg) for loc, msg in bound.check(request)]
         if not self.scene_splitting and request.split_input_into_scenes:
             errors.append(ErrorItem(("body", "split_input_into_scenes"),
                                     "split_input_into_scenes is not available for this endpoint: it would desync the "
-                                    "reference, target and mask; provide pre-split clips"))
+                                    "files of a sample; provide pre-split clips"))
         if errors:
             raise RequestError(errors)
         return request
 
-    def first_frame_p(self, request: TrainingRequest) -> float:
-        return next((c.probability(request) for c in self.conditions if isinstance(c, FirstFrame)), 0.0)
-
-    def has(self, kind: type) -> bool:
-        return any(isinstance(c, kind) for c in self.conditions)
-
-    def kinds_for(self, role: str) -> tuple[str, ...]:
-        return self.role_kinds.get(role, self.media_kinds)
-
-    def reference_factors(self, request: TrainingRequest) -> tuple[int, int] | None:
-        """(spatial, temporal) when the product trains with a reference video, else None."""
-        return next((c.factors(request) for c in self.conditions if isinstance(c, ReferenceVideo)), None)
+    def bind(self, request: TrainingRequest, audio: bool) -> ConditionSet:
+        """The conditions with the request's values, and each modality's resolved role: what travels."""
+        items = tuple(b for b in (c.bind(request) for c in self.conditions) if b is not None)
+        audio_role = self.audio if self.audio in (GENERATED, FROZEN) else (GENERATED if audio else ABSENT)
+        return ConditionSet(video=self.video, audio=audio_role, items=items)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..api.errors import ErrorItem
-from ..api.schema import TrainingRequest, _Strict
+from ..api.schema import TrainingRequest
+from ..conditioning.kinds import FirstFrame, From, ReferenceVideo
 from ..models.lora import VIDEO_TARGETS
-from .base import FirstFrame, Recipe, ReferenceVideo
+from .base import Recipe, entries
 
-
-class ReferenceValidation(_Strict):
-    prompt: str
-    reference_video_url: str = Field(min_length=1)
+CONDITIONS = (FirstFrame(p=From("first_frame_conditioning_p"), image_field=None),
+              ReferenceVideo(spatial=From("reference_downscale_factor"), temporal=From("reference_temporal_scale_factor")))
 
 
 class ICLoRARequest(TrainingRequest):
@@ -22,7 +21,7 @@ class ICLoRARequest(TrainingRequest):
     validation_frame_rate: int = Field(24, ge=8, le=60)
     reference_downscale_factor: int = Field(1, ge=1, le=8)
     reference_temporal_scale_factor: int = Field(1, ge=1, le=8)
-    validation: list[ReferenceValidation] = Field(default_factory=list, max_length=2)
+    validation: entries(CONDITIONS, "ReferenceValidation") = []
 
 
 def check_reference_scaling(r: ICLoRARequest) -> list[ErrorItem]:
@@ -47,12 +46,11 @@ def check_reference_scaling(r: ICLoRARequest) -> list[ErrorItem]:
 RECIPE = Recipe(
     endpoint="ic-lora/v2v",
     request_model=ICLoRARequest,
-    roles={"_start": "reference", "_end": "target"},
+    conditions=CONDITIONS,
+    target="_end",
     media_kinds=("video",),
     captions_required=lambda r: not r.trigger_phrase,
-    conditions=(FirstFrame(), ReferenceVideo()),
     lora_targets=lambda r, audio: list(VIDEO_TARGETS),
     checks=(check_reference_scaling,),
     training_type="ic-lora",
-    matched_roles=("reference",),
 )

@@ -6,24 +6,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import Field
 
-from ..api.schema import TrainingRequest, _Strict
+from ..api.schema import TrainingRequest
+from ..conditioning.kinds import MaskKeep, ReferenceAudio, ReferenceVideo
 from ..models.lora import AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS
-from .base import AudioReference, Recipe, ReferenceVideo, VideoMask
+from .base import GENERATED, Recipe, entries
 
-TRIPLET_ROLES = {"_start": "reference", "_end": "target", "_mask": "mask"}
-
-
-class MaskedValidation(_Strict):
-    prompt: str
-    video_url: str = Field(min_length=1)
-    mask_url: str = Field(min_length=1)
-    reference_video_url: str = Field(min_length=1)
-
-
-class AudioMaskedValidation(MaskedValidation):
-    reference_audio_url: str | None = None  # without it, the reference video's own audio is the audio reference
+VIDEO_CONDITIONS = (ReferenceVideo(), MaskKeep())  # the reference keeps the target's size and rate
+AV_CONDITIONS = VIDEO_CONDITIONS + (ReferenceAudio(source="reference"),)
 
 
 class MaskedRequest(TrainingRequest):
@@ -31,38 +24,34 @@ class MaskedRequest(TrainingRequest):
     frame_rate: int = Field(24, ge=8, le=60)
     validation_frame_rate: int = Field(24, ge=8, le=60)
     split_input_into_scenes: bool = False
-    validation: list[MaskedValidation] = Field(default_factory=list, max_length=2)
+    validation: entries(VIDEO_CONDITIONS, "MaskedValidation") = []
 
 
 class AudioMaskedRequest(MaskedRequest):
     number_of_steps: int = Field(2000, ge=100, le=20000)
     audio_normalize: bool = True
     audio_preserve_pitch: bool = True
-    validation: list[AudioMaskedValidation] = Field(default_factory=list, max_length=2)
+    # without reference_audio_url, the reference video's own audio is the audio reference
+    validation: entries(AV_CONDITIONS, "AudioMaskedValidation") = []
 
 
-_FIXED_REFERENCE = ReferenceVideo(spatial_field=None, temporal_field=None)  # same size and rate as the target
-
-
-
-def _triplet_recipe(endpoint: str, request_model, conditions: tuple, targets: list[str], training_type: str) -> Recipe:
+def masked_recipe(endpoint: str, request_model, conditions: tuple, targets: list[str], training_type: str,
+                  audio: str = "absent") -> Recipe:
     return Recipe(
         endpoint=endpoint,
         request_model=request_model,
-        roles=TRIPLET_ROLES,
-        media_kinds=("video",),
-        role_kinds={"mask": ("video", "image")},
-        captions_required=lambda r: False,
         conditions=conditions,
-        lora_targets=lambda r, audio: list(targets),
+        target="_end",
+        audio=audio,
+        media_kinds=("video",),
+        lora_targets=lambda r, a: list(targets),
         training_type=training_type,
-        matched_roles=("reference",),
         scene_splitting=False,
     )
 
 
-V2V_MASKED = _triplet_recipe("ic-lora/v2v-masked", MaskedRequest, (_FIXED_REFERENCE, VideoMask()),
-                             VIDEO_TARGETS, "ic-lora-masked")
-AV2AV_MASKED = _triplet_recipe("av2av-masked", AudioMaskedRequest,
-                               (_FIXED_REFERENCE, VideoMask(), AudioReference()),
-                               VIDEO_TARGETS + AUDIO_TARGETS + CROSS_MODAL_TARGETS, "av2av-masked")
+V2V_MASKED = masked_recipe("ic-lora/v2v-masked", MaskedRequest, VIDEO_CONDITIONS, VIDEO_TARGETS, "ic-lora-masked")
+AV2AV_MASKED = masked_recipe("av2av-masked", AudioMaskedRequest, AV_CONDITIONS,
+                             VIDEO_TARGETS + AUDIO_TARGETS + CROSS_MODAL_TARGETS, "av2av-masked", audio=GENERATED)
+# the family's `v2v-masked` (../shared/spec/family/v2v-masked.md) is this contract word for word: one recipe, two names
+RECIPES = (V2V_MASKED, AV2AV_MASKED, replace(V2V_MASKED, endpoint="v2v-masked"))

@@ -1,12 +1,15 @@
-"""`t2v` — text-to-video LoRA (../shared/spec/t2v-trainer.md)."""
+"""`t2v` — text-to-video LoRA (../shared/spec/t2v-trainer.md), first frame given with probability p."""
 
 from __future__ import annotations
 
 from pydantic import Field, model_validator
 
 from ..api.schema import TrainingRequest
+from ..conditioning.kinds import FirstFrame, From
 from ..models.lora import AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS
-from .base import FirstFrame, Recipe
+from .base import AUTO, Recipe, entries
+
+CONDITIONS = (FirstFrame(p=From("first_frame_conditioning_p"), image_field="image_url"),)
 
 
 class T2VRequest(TrainingRequest):
@@ -15,6 +18,7 @@ class T2VRequest(TrainingRequest):
     generate_audio_in_validation: bool = True
     audio_normalize: bool = True
     audio_preserve_pitch: bool = True
+    validation: entries(CONDITIONS, "T2VValidation") = []
 
     @model_validator(mode="after")
     def _image_urls_all_or_none(self) -> "T2VRequest":
@@ -24,17 +28,16 @@ class T2VRequest(TrainingRequest):
         return self
 
 
-def _targets(request: TrainingRequest, audio: bool) -> list[str]:
+def joint_audio_targets(request: TrainingRequest, audio: bool) -> list[str]:
     return VIDEO_TARGETS + (AUDIO_TARGETS + CROSS_MODAL_TARGETS if audio else [])
 
 
 RECIPE = Recipe(
     endpoint="t2v",
     request_model=T2VRequest,
-    roles={"": "target"},
+    conditions=CONDITIONS,
+    audio=AUTO,
+    audio_field="with_audio",
     media_kinds=("video", "image"),
-    single_media_kind=True,
-    conditions=(FirstFrame(),),
-    lora_targets=_targets,
-    joint_audio_field="with_audio",
+    lora_targets=joint_audio_targets,
 )

@@ -3,8 +3,7 @@
 Euler steps on the rectified-flow ODE along `inference_sigmas` (the training shift for this token count), with
 classifier-free guidance and spatio-temporal guidance (STG: a pass with self-attention perturbed in some blocks).
 Video and (optionally) audio are denoised together on one shared schedule, as the LTX-2 pipelines do. Every
-product's conditions (first frame, reference, kept mask region, audio reference) go through `video_tokens` /
-`audio_tokens`, exactly as in training.
+product's conditions go through `conditioning.tokens.assemble`, exactly as in training.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..conditioning.timesteps import inference_sigmas
-from ..conditioning.tokens import Reference, TextContext, audio_tokens, predict, video_tokens
+from ..conditioning.tokens import TextContext, assemble, predict
 
 
 @dataclass
@@ -37,42 +36,46 @@ def sample_latents(
     grid: tuple[int, int, int],
     fps: float,
     steps: int = 20,
-    reference: Reference | None = None,
-    clean: torch.Tensor | None = None,
-    cond: torch.Tensor | None = None,
+    conditions: tuple = (),
+    cols: dict | None = None,
     audio_steps: int | None = None,
-    audio_reference: torch.Tensor | None = None,
     negative: TextContext | None = None,
     guidance: Guidance = Guidance(),
     generator: torch.Generator | None = None,
+    audio_role: str = "generated",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Denoise target latents [1, C, F, H, W] (and packed audio [1, L, Ca] when `audio_steps`) from noise.
 
-    `clean` + `cond` pin known video tokens (first frame, kept mask region) to their clean values at every step;
-    `reference` / `audio_reference` are appended as in training.
+    `conditions` and their cache columns `cols` ("latents" = the given source video, "mask", "reference",
+    "first_frame", ...) go through `assemble`, exactly as in training: pinned tokens stay at their clean values at
+    every step, appended ones ride along clean.
     """
     f, h, w = grid
     c = transformer.config.in_channels
     n = f * h * w
-    if clean is None:
-        clean = torch.zeros(1, c, f, h, w)
+    cols = dict(cols or {})
+    cols.setdefault("latents", torch.zeros(1, c, f, h, w))
     x = torch.randn(1, n, c, generator=generator)
     a = None
     if audio_steps:
+        if "audio" in cols:  # given audio (e.g. an extension's window): its length is the preview's
+            audio_steps = cols["audio"].shape[1]
         a = torch.randn(1, audio_steps, transformer.config.audio_in_channels, generator=generator)
-        a_clean = torch.zeros_like(a)
+        cols.setdefault("audio", torch.zeros_like(a))
+    else:
+        cols.pop("audio", None)
     sigmas = inference_sigmas(steps, n)
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
         s = sigma.view(1)
-        vt = video_tokens(transformer.rope, clean, s, fps, cond=cond, noisy=x, reference=reference)
-        at = (audio_tokens(transformer.audio_rope, a_clean, s, noisy=a, reference=audio_reference)
-              if a is not None else None)
+        vt, at = assemble(conditions, transformer.rope, transformer.audio_rope, cols, s, fps, noisy=x,
+                          audio_noisy=a, audio_role=audio_role)
         v, va = _guided(transformer, vt, at, text, negative, guidance)
         dt = sigma_next - sigma
         keep = vt.cond[:, : vt.num_target, None]
         x = keep * vt.clean[:, : vt.num_target] + (1 - keep) * (x + dt * v[:, : vt.num_target])
         if a is not None:
-            a = a + dt * va[:, : at.num_target]
+            keep_a = at.cond[:, : at.num_target, None]
+            a = keep_a * at.clean[:, : at.num_target] + (1 - keep_a) * (a + dt * va[:, : at.num_target])
     return x.transpose(1, 2).reshape(1, c, f, h, w), a
 
 
@@ -97,9 +100,9 @@ def _guided(transformer, vt, at, text, negative, guidance: Guidance):
 
 
 @torch.no_grad()
-def sample_video_latents(transformer, text, grid, fps, steps: int = 20, reference=None, clean=None, cond=None,
+def sample_video_latents(transformer, text, grid, fps, steps: int = 20, conditions: tuple = (), cols=None,
                          negative=None, guidance_scale: float = 1.0, generator=None) -> torch.Tensor:
     """Video-only convenience wrapper around `sample_latents`."""
-    video, _ = sample_latents(transformer, text, grid, fps, steps, reference=reference, clean=clean, cond=cond,
+    video, _ = sample_latents(transformer, text, grid, fps, steps, conditions=conditions, cols=cols,
                               negative=negative, guidance=Guidance(cfg=guidance_scale), generator=generator)
     return video

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 from ..api.errors import ErrorItem, RequestError
@@ -41,9 +40,7 @@ class ValidationItem:
     height: int
     num_frames: int
     fps: float
-    conditions_id: str | None = None  # cache file with first_frame / reference / latents+mask / ref_audio
-    ref_spatial: int = 1
-    ref_temporal: int = 1
+    conditions_id: str | None = None  # cache file with the entry's condition columns (fitted like training's)
     audio: bool = False  # generate audio with the preview
     audio_steps: int = 0  # audio latent length matching the preview's duration (as training encodes it)
     stg_scale: float = 1.0
@@ -83,52 +80,50 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
                     ) -> ValidationPlan:
     """Fetch, fit and encode the request's validation entries. `worker_model_dir` is where the encoding tasks load
     the model from (a storage URI on clusters without a shared disk; default `model_dir`)."""
-    from ..products.base import AudioReference, FirstFrame, ReferenceVideo, VideoMask
+    from ..conditioning.kinds import ABSENT
+    from ..encode.audio_encoder import model_audio_steps
 
     plan = ValidationPlan()
     if not request.validation:
         return plan
+    conditions = recipe.bind(request, audio)
+    roles = recipe.validation_roles()  # entry field -> role, declared by the condition kinds
     negative = request.validation_negative_prompt
     neg_id = stable_id("text", negative, model_dir)
     plan.texts[neg_id] = negative
     width, height = request.validation_size
-    spatial, temporal = recipe.reference_factors(request) or (1, 1)
-    generate_audio = audio and getattr(request, "generate_audio_in_validation", True)
+    generate_audio = conditions.audio != ABSENT and getattr(request, "generate_audio_in_validation", True)
     jobs = []
     for i, entry in enumerate(request.validation):
         text_id = stable_id("text", entry.prompt, model_dir)
         plan.texts[text_id] = entry.prompt
-        media = _fetch_entry_media(entry, i, work_dir, limits)
+        fetched = _fetch_entry_media(entry, i, work_dir, limits)
+        media = {roles[name]: path for name, path in fetched.items() if name in roles}
         item = ValidationItem(index=i, prompt=entry.prompt, text_id=text_id, negative_text_id=neg_id, width=width,
                               height=height, num_frames=request.validation_number_of_frames,
-                              fps=float(request.validation_frame_rate), ref_spatial=spatial, ref_temporal=temporal,
-                              audio=generate_audio or recipe.has(AudioReference), stg_scale=request.stg_scale,
-                              audio_steps=_audio_steps(model_dir, request.validation_number_of_frames /
-                                                       request.validation_frame_rate))
-        wants = {
-            "first_frame": recipe.has(FirstFrame) and "image_url" in media,
-            "reference": recipe.has(ReferenceVideo),
-            "mask": recipe.has(VideoMask),
-            "ref_audio": recipe.has(AudioReference),
-        }
-        if any(wants.values()):
-            item.conditions_id = f"val-{stable_id(i, sorted(media.items()), width, height, item.num_frames, item.fps, spatial, temporal, model_dir)}"
-            jobs.append((item, media, wants))
+                              fps=float(request.validation_frame_rate), audio=generate_audio,
+                              stg_scale=request.stg_scale,
+                              audio_steps=model_audio_steps(model_dir, request.validation_number_of_frames /
+                                                            request.validation_frame_rate))
+        if media:
+            item.conditions_id = f"val-{stable_id(i, sorted(media.items()), width, height, item.num_frames, item.fps, conditions.to_json(), model_dir)}"
+            jobs.append((item, media))
         plan.items.append(item)
     if jobs:
         import ray
 
         from ..encode.cache import atomic_save, from_bytes
 
+        fields = {role: name for name, role in roles.items()}
         task_model_dir = worker_model_dir or model_dir
         task = ray.remote(num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0,
                           runtime_env=runtime_env_for(task_model_dir))(encode_validation_conditions)
         cache = LatentCache(cache_dir)
-        with SharedMedia(p for _, media, _ in jobs for p in media.values()) as shared:
-            refs = [task.remote(task_model_dir, item.to_dict(), media, wants, shared)
-                    for item, media, wants in jobs]
+        with SharedMedia(p for _, media in jobs for p in media.values()) as shared:
+            refs = [task.remote(task_model_dir, item.to_dict(), media, conditions.to_json(), fields, shared)
+                    for item, media in jobs]
             try:
-                for (item, _, _), ref in zip(jobs, refs):  # the driver writes: its cache is the one training reads
+                for (item, _), ref in zip(jobs, refs):  # the driver writes: its cache is the one training reads
                     atomic_save(from_bytes(ray.get(ref)), cache.video_path(item.conditions_id))
             except Exception as exc:  # surface input problems (e.g. a mask URL that is no image) as named 422s
                 cause = getattr(exc, "cause", exc)
@@ -138,133 +133,90 @@ def plan_validation(recipe, request, audio: bool, model_dir: str, cache_dir: str
     return plan
 
 
-def _audio_steps(model_dir: str, seconds: float) -> int:
-    import json
-
-    from ..encode.audio_encoder import audio_latent_steps
-
-    with open(os.path.join(model_dir, "audio_vae", "config.json")) as fh:
-        cfg = json.load(fh)
-    return audio_latent_steps(seconds, int(cfg["sample_rate"]), int(cfg.get("mel_hop_length", 160)))
-
-
-def encode_validation_conditions(model_dir: str, item: dict, media: dict[str, str], wants: dict[str, bool],
-                                 shared: SharedMedia | None = None) -> bytes:
-    """Ray task: fit and encode one entry's conditioning media (field -> path on the driver's node, read through
+def encode_validation_conditions(model_dir: str, item: dict, media: dict[str, str], conditions: dict,
+                                 fields: dict[str, str], shared: SharedMedia | None = None) -> bytes:
+    """Ray task: fit and encode one entry's conditioning media (role -> path on the driver's node, read through
     `shared` on any other) at the validation geometry; returns the conditions' cache file content."""
+    from ..conditioning.kinds import ConditionSet
+
     with local_media(shared, *media.values()) as paths:
-        return _encode_conditions(node_local_copy(model_dir), ValidationItem(**item), dict(zip(media, paths)), wants)
+        return encode_entry(node_local_copy(model_dir), ValidationItem(**item), dict(zip(media, paths)),
+                            ConditionSet.from_json(conditions), fields)
 
 
-def _encode_conditions(model_dir: str, it: ValidationItem, media: dict[str, str], wants: dict[str, bool]) -> bytes:
-    """The conditions (first_frame / reference / latents + mask / ref_audio) as one cache file's content."""
-    from ..encode.audio_encoder import encode_audio
+def encode_entry(model_dir: str, it: ValidationItem, media: dict[str, str], conditions, fields: dict[str, str]
+                 ) -> bytes:
+    """One entry through the training samples' own code (`fit_sample`, `encode_columns`) at the preview geometry:
+    the whole of each input, stretched onto the frame count when short. Unusable inputs are 422s naming the field."""
+    from ..conditioning.kinds import FROZEN, ConditionInputError
     from ..encode.cache import to_bytes
-    from ..encode.encoders import device_for_actor, encode_video
-    from ..media.audio import AudioMissing, audio_for_clip
-    from ..media.fit import ClipTooShort, FitSpec, TimeWindow, decode_and_fit, fit_image, frame_times, frames_available
-    from ..media.masks import clip_display_size, fit_mask, mask_to_latent
+    from ..encode.encoders import device_for_actor, encode_columns
+    from ..encode.pipeline import PreprocessConfig, fit_sample
+    from ..media.fit import TimeWindow, frames_available
     from ..media.probe import MediaError, probe
-    from ..media.reference import scale_reference
     from ..models.bundle import load_components
 
-    spec = FitSpec(it.width, it.height, it.num_frames, it.fps)
-    needed = ["vae"] + (["audio_vae"] if wants.get("ref_audio") else [])
-    parts = load_components(model_dir, needed, device=device_for_actor())
-    tensors: dict[str, torch.Tensor] = {}
+    def named(role: str, msg: str) -> RequestError:
+        return RequestError(ErrorItem(("body", "validation", it.index, fields.get(role, role)), msg))
 
-    def fit_video(field_name: str) -> tuple[np.ndarray, TimeWindow, bool]:
-        """(frames, window, auto_scaled): short inputs are stretched onto the frame count rather than refused."""
-        path = media[field_name]
+    timing = "target" if "target" in media else next((r for r in ("reference",) if r in media), None)
+    window, auto, kind = TimeWindow(0.0, 0.0), False, "video"
+    if timing:
         try:
-            window = TimeWindow(0.0, probe(path).duration)
-            try:
-                return decode_and_fit(path, spec, window), window, False
-            except ClipTooShort:
-                return decode_and_fit(path, spec, window, auto_scale=True), window, True
+            info = probe(media[timing])
         except MediaError as exc:
-            raise RequestError(ErrorItem(("body", "validation", it.index, field_name), f"unreadable media: {exc}"))
-
-    if wants.get("first_frame"):
-        try:
-            image = fit_image(media["image_url"], it.width, it.height)
-        except MediaError as exc:
-            raise RequestError(ErrorItem(("body", "validation", it.index, "image_url"), f"unreadable image: {exc}"))
-        tensors["first_frame"] = encode_video(parts["vae"], image)  # [C, 1, H, W]
-    if wants.get("reference"):
-        frames, _, _ = fit_video("reference_video_url")
-        tensors["reference"] = encode_video(parts["vae"], scale_reference(frames, it.ref_spatial, it.ref_temporal))
-    if wants.get("mask"):
-        frames, window, auto = fit_video("video_url")
-        tensors["latents"] = encode_video(parts["vae"], frames)
-        times = frame_times(window, spec, auto)  # the mask follows the source's own timestamps
-        try:
-            pixels = fit_mask(media["mask_url"], clip_display_size(media["video_url"]), spec, times=times)
-        except MediaError as exc:
-            raise RequestError(ErrorItem(("body", "validation", it.index, "mask_url"), f"unreadable mask: {exc}"))
-        tensors["mask"] = torch.from_numpy(mask_to_latent(pixels).astype(np.uint8))
-    if wants.get("ref_audio"):
-        source_field = "reference_audio_url" if "reference_audio_url" in media else "reference_video_url"
-        path = media[source_field]
-        try:
-            info = probe(path)
-            window = TimeWindow(0.0, info.duration)
-            auto = info.kind == "video" and frames_available(info.duration, it.fps) < it.num_frames
-            if info.kind != "video":  # an audio-only file: stretch it over the preview's duration
-                auto = True
-            wave = audio_for_clip(path, window, spec, auto, parts["audio_vae"].config.sample_rate, True, True)
-        except (AudioMissing, MediaError) as exc:
-            raise RequestError(ErrorItem(("body", "validation", it.index, source_field),
-                                         f"no usable audio reference: {exc} (add reference_audio_url)"))
-        tensors["ref_audio"] = encode_audio(parts["audio_vae"], wave)
-    return to_bytes(tensors)
+            raise named(timing, f"unreadable media: {exc}") from None
+        kind = info.kind if timing == "target" else "video"
+        window = TimeWindow(0.0, info.duration)
+        auto = info.kind == "video" and frames_available(info.duration, it.fps) < it.num_frames
+    target_audio = "target" in media and (conditions.audio == FROZEN or any(c.pins_audio() for c in conditions.items))
+    with_audio_vae = target_audio or any(c.kind == "reference_audio" for c in conditions.items)
+    parts = load_components(model_dir, ["vae"] + (["audio_vae"] if with_audio_vae else []),
+                            device=device_for_actor())
+    cfg = PreprocessConfig(model_dir=model_dir, cache_dir="", width=it.width, height=it.height,
+                           num_frames=it.num_frames, frame_rate=it.fps, conditions=conditions.items,
+                           audio=target_audio, audio_sample_rate=(parts["audio_vae"].config.sample_rate
+                                                                  if with_audio_vae else 16000))
+    ctx = cfg.context(media, kind, window, auto_scale=auto, validation=True)
+    try:
+        fitted = fit_sample(cfg, ctx, kind, with_target="target" in media)
+    except ConditionInputError as exc:
+        raise named(exc.role, exc.message) from None
+    return to_bytes(encode_columns(parts["vae"], parts.get("audio_vae"), fitted))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # sampling on the workers
 # ---------------------------------------------------------------------------------------------------------------------
 def render_previews(transformer, items: list[ValidationItem], cache: LatentCache, step: int, device,
-                    decoders: dict | None) -> list:
-    """Sample every item on this worker; return `Preview`s when `decoders` (rank 0), else []."""
-    from ..conditioning.tokens import Reference, first_frame_mask, kept_mask
+                    decoders: dict | None, conditions=None) -> list:
+    """Sample every item on this worker with the run's conditions; return `Preview`s when `decoders` (rank 0)."""
+    from ..conditioning.kinds import ConditionSet
     from ..export.reel import Preview
     from .decode import decode_audio, decode_video
     from .sampler import Guidance, default_stg_blocks, sample_latents
 
+    conditions = conditions or ConditionSet()
     previews = []
     was_training = transformer.training
     transformer.eval()
     for it in items:
         f, h, w = it.grid
-        c = transformer.config.in_channels
-        clean = torch.zeros(1, c, f, h, w)
-        cond = None
-        reference = audio_reference = None
-        conds = cache.load_video(it.conditions_id) if it.conditions_id else {}
-        if "first_frame" in conds:
-            clean[:, :, :1] = conds["first_frame"][None, :, :1]
-            cond = first_frame_mask(torch.tensor([True]), (f, h, w))
-        if "latents" in conds:  # masked products: the source video, kept where the mask is black
-            clean = conds["latents"][None].float()
-            cond = kept_mask(conds["mask"][None])
-        if "reference" in conds:
-            reference = Reference(conds["reference"][None].float(), it.ref_spatial, it.ref_temporal)
-        if "ref_audio" in conds:
-            audio_reference = conds["ref_audio"][None].float()
+        cols = ({k: v[None].float() for k, v in cache.load_video(it.conditions_id).items()}
+                if it.conditions_id else {})
         text = _text(cache, it.text_id, device)
         negative = _text(cache, it.negative_text_id, device)
         guidance = Guidance(cfg=GUIDANCE_SCALE, stg=it.stg_scale, stg_blocks=default_stg_blocks(transformer))
         video, audio = sample_latents(
-            transformer, text, (f, h, w), it.fps, steps=VALIDATION_STEPS, reference=reference, clean=clean,
-            cond=cond, audio_steps=it.audio_steps if it.audio else None,
-            audio_reference=audio_reference, negative=negative, guidance=guidance,
-            generator=torch.Generator().manual_seed(it.seed + it.index))
+            transformer, text, (f, h, w), it.fps, steps=VALIDATION_STEPS, conditions=conditions.items, cols=cols,
+            audio_steps=it.audio_steps if it.audio else None, negative=negative, guidance=guidance,
+            generator=torch.Generator().manual_seed(it.seed + it.index), audio_role=conditions.audio)
         if decoders is None:
             continue
         frames = decode_video(decoders["vae"], video)
         wave, rate = (decode_audio(decoders["audio_vae"], decoders["vocoder"], audio)
                       if audio is not None else (None, None))
-        ref_frames = decode_video(decoders["vae"], reference.latents) if reference is not None else None
+        ref_frames = decode_video(decoders["vae"], cols["reference"]) if "reference" in cols else None
         previews.append(Preview(step=step, prompt=it.prompt, frames=frames, fps=it.fps, audio=wave,
                                 audio_rate=rate, reference=ref_frames))
     transformer.train(was_training)

@@ -13,7 +13,7 @@ class TrainConfig:
     learning_rate: float
     rank: int
     lora_targets: list[str]
-    first_frame_p: float = 0.0
+    conditions: dict = field(default_factory=dict)  # the bound recipe's ConditionSet as JSON
     seed: int = 42
     batch_size: int = 1  # per worker
     max_grad_norm: float = 1.0

@@ -38,27 +38,27 @@ class StepSampler:
 
 @dataclass
 class Batch:
-    latents: torch.Tensor  # [B, C, F, H, W]
+    cols: dict[str, torch.Tensor]  # the cache columns, stacked: "latents" [B, C, F, H, W], "audio" [B, L, Ca], ...
     text_video: torch.Tensor  # [B, T, Dv]
     text_audio: torch.Tensor  # [B, T, Da]
     text_mask: torch.Tensor  # [B, T]
     fps: float
     names: list[str]
-    reference: torch.Tensor | None = None  # [B, C, Fr, Hr, Wr]
-    audio: torch.Tensor | None = None  # [B, L, Ca] packed normalised audio latents
-    mask: torch.Tensor | None = None  # [B, F, H, W] latent regenerate-mask (1 = regenerate)
-    ref_audio: torch.Tensor | None = None  # [B, Lr, Ca] audio reference latents
-    ref_spatial: int = 1
-    ref_temporal: int = 1
+
+    @property
+    def latents(self) -> torch.Tensor:
+        return self.cols["latents"]
+
+    @property
+    def audio(self) -> torch.Tensor | None:
+        return self.cols.get("audio")
 
 
 class CacheReader:
     """Loads samples by index; keeps text embeddings in memory since scenes share captions."""
 
-    def __init__(self, cache: LatentCache, samples: list[CachedSample], keep_in_memory: int = 64,
-                 ref_spatial: int = 1, ref_temporal: int = 1):
+    def __init__(self, cache: LatentCache, samples: list[CachedSample], keep_in_memory: int = 64):
         self.cache, self.samples = cache, samples
-        self.ref_spatial, self.ref_temporal = ref_spatial, ref_temporal
         self._text: dict[str, dict[str, torch.Tensor]] = {}
         self._video: dict[str, dict[str, torch.Tensor]] = {}
         self._keep = keep_in_memory
@@ -82,25 +82,13 @@ class CacheReader:
             raise ValueError(f"samples in one batch have different latent shapes: {sorted(shapes)}")
         texts = [self._load_text(s) for s in picked]
         videos = [self._load_video(s) for s in picked]
-        for key in ("reference", "audio", "mask", "ref_audio"):
-            if len({key in v for v in videos}) != 1:
-                raise ValueError(f"a batch mixes samples with and without {key} latents")
-        has_ref = {"reference" in v for v in videos}
+        if len({frozenset(v) for v in videos}) != 1:
+            raise ValueError(f"a batch mixes samples with different cache columns: {sorted({tuple(v) for v in videos})}")
         return Batch(
-            latents=torch.stack([v["latents"] for v in videos]).float(),
-            reference=torch.stack([v["reference"] for v in videos]).float() if has_ref == {True} else None,
-            ref_spatial=self.ref_spatial,
-            ref_temporal=self.ref_temporal,
-            audio=_stack(videos, "audio"),
-            mask=_stack(videos, "mask"),
-            ref_audio=_stack(videos, "ref_audio"),
+            cols={k: torch.stack([v[k] for v in videos]).float() for k in videos[0]},
             text_video=torch.stack([t["video"] for t in texts]).float(),
             text_audio=torch.stack([t["audio"] for t in texts]).float(),
             text_mask=torch.stack([t["mask"] for t in texts]).float(),
             fps=picked[0].fps,
             names=[s.name for s in picked],
         )
-
-
-def _stack(tensors: list[dict[str, torch.Tensor]], key: str) -> torch.Tensor | None:
-    return torch.stack([t[key] for t in tensors]).float() if key in tensors[0] else None

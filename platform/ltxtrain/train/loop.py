@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,28 +14,17 @@ from typing import Callable
 import torch
 
 from ..conditioning.timesteps import sample_sigmas
-from ..conditioning.tokens import (
-    Reference,
-    TextContext,
-    audio_tokens,
-    first_frame_mask,
-    kept_mask,
-    masked_mse,
-    predict,
-    video_tokens,
-)
+from ..conditioning.kinds import ConditionSet
+from ..conditioning.tokens import TextContext, assemble, masked_mse, predict
 from ..encode.cache import LatentCache
-from ..export.model_file import write_sharded
-from ..export.quality_gate import lora_effect
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
 from . import checkpoint
-from .parallel import (all_mean, broadcast_from_rank0, is_distributed, iter_full_state, shard_transformer,
-                       trainable_state_dict)
+from .final import LORA_FILE, MODEL_DIR, REEL_FILE, write_final  # noqa: F401  (the run's output names)
+from .model import load_transformer
+from .parallel import all_mean, is_distributed
 
-LORA_FILE = "adapter.safetensors"
-REEL_FILE = "validation_reel.mp4"
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -55,63 +43,91 @@ def lr_lambda(cfg: TrainConfig):
 
 @dataclass
 class Draw:
-    """The random part of one step: noise levels, noise and which samples get first-frame conditioning."""
+    """The random part of one step: noise levels, noise and which samples each drawn condition applies to."""
 
     sigma: torch.Tensor  # [B] video
     noise: torch.Tensor  # [B, S, C]
-    first_frame: torch.Tensor  # [B] bool
+    flags: dict = dataclasses.field(default_factory=dict)  # condition -> [B] bool (conditions with a probability)
     audio_sigma: torch.Tensor | None = None  # [B], drawn for the audio token count
     audio_noise: torch.Tensor | None = None  # [B, L, Ca]
 
 
-def draw_step(batch: Batch, gen: torch.Generator, first_frame_p: float) -> Draw:
+def draw_step(batch: Batch, gen: torch.Generator, conditions: ConditionSet) -> Draw:
     b, c, f, h, w = batch.latents.shape
     sigma = sample_sigmas(b, f * h * w, generator=gen)  # the shift follows the target tokens only
     noise = torch.randn(b, f * h * w, c, generator=gen)
-    first_frame = torch.rand(b, generator=gen) < first_frame_p
-    if f == 1:  # a single-frame sample conditioned on its only frame would have nothing left to learn
-        first_frame[:] = False
-    draw = Draw(sigma, noise, first_frame)
+    draw = Draw(sigma, noise)
+    for cond in conditions.items:
+        p = cond.probability()
+        if p is not None:
+            draw.flags[cond] = torch.rand(b, generator=gen) < p
     if batch.audio is not None:
         draw.audio_sigma = sample_sigmas(b, batch.audio.shape[1], generator=gen)
         draw.audio_noise = torch.randn(batch.audio.shape, generator=gen)
     return draw
 
 
-def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device) -> dict[str, torch.Tensor]:
-    """Rectified-flow velocity losses per sample ([B] each) for every generated modality; conditioning excluded."""
-    latents = batch.latents.to(device)
-    cond = first_frame_mask(draw.first_frame, tuple(latents.shape[2:])).to(device)
-    if batch.mask is not None:  # kept (black) region: clean, t=0, no loss
-        cond = torch.maximum(cond, kept_mask(batch.mask).to(device))
-    reference = None
-    if batch.reference is not None:
-        reference = Reference(batch.reference.to(device), batch.ref_spatial, batch.ref_temporal)
-    tokens = video_tokens(transformer.rope, latents, draw.sigma.to(device), batch.fps, cond=cond,
-                          noise=draw.noise.to(device), reference=reference)
+def step_tokens(transformer, batch: Batch, draw: Draw, device: torch.device, conditions: ConditionSet):
+    """One step's transformer inputs: (video tokens, text, audio tokens or None), conditions pinned or appended."""
+    cols = {k: v.to(device) for k, v in batch.cols.items()}
+    video, audio = assemble(
+        conditions.items, transformer.rope, transformer.audio_rope, cols, draw.sigma.to(device), batch.fps,
+        flags=draw.flags, noise=draw.noise.to(device),
+        audio_sigma=None if draw.audio_sigma is None else draw.audio_sigma.to(device),
+        audio_noise=None if draw.audio_noise is None else draw.audio_noise.to(device), audio_role=conditions.audio)
     text = TextContext(batch.text_video.to(device), batch.text_audio.to(device), batch.text_mask.to(device))
-    if batch.audio is None:
-        return {"video": masked_mse(predict(transformer, tokens, text), tokens.target, tokens.loss_mask)}
-    audio = audio_tokens(transformer.audio_rope, batch.audio.to(device), draw.audio_sigma.to(device),
-                         noise=draw.audio_noise.to(device),
-                         reference=batch.ref_audio.to(device) if batch.ref_audio is not None else None)
-    pred_video, pred_audio = predict(transformer, tokens, text, audio)
-    return {"video": masked_mse(pred_video, tokens.target, tokens.loss_mask),
-            "audio": masked_mse(pred_audio, audio.target, audio.loss_mask)}
+    return video, text, audio
+
+
+def velocities(transformer, batch: Batch, draw: Draw, device: torch.device,
+               conditions: ConditionSet = ConditionSet()) -> dict[str, tuple]:
+    """{modality: (predicted velocity, target, loss mask)} for every generated modality of one step."""
+    video, text, audio = step_tokens(transformer, batch, draw, device, conditions)
+    if audio is None:
+        return {"video": (predict(transformer, video, text), video.target, video.loss_mask)}
+    pred_video, pred_audio = predict(transformer, video, text, audio)
+    out = {"video": (pred_video, video.target, video.loss_mask)}
+    if conditions.audio != "frozen":
+        out["audio"] = (pred_audio, audio.target, audio.loss_mask)
+    return out
+
+
+def flow_loss(transformer, batch: Batch, draw: Draw, device: torch.device,
+              conditions: ConditionSet = ConditionSet()) -> dict[str, torch.Tensor]:
+    """Rectified-flow velocity losses per sample ([B] each) for every generated modality; conditioning excluded."""
+    return {m: masked_mse(pred, target, mask)
+            for m, (pred, target, mask) in velocities(transformer, batch, draw, device, conditions).items()}
+
+
+def measure_lora_effect(transformer, batch: Batch, device: torch.device, seed: int,
+                        conditions: ConditionSet = ConditionSet()) -> dict:
+    """The quality gate's measured effect: the probe's fixed draw at EFFECT_SIGMA on the first sample, conditions
+    drawn with a probability off, run with and without the adapters (every rank calls it under FSDP)."""
+    from ..export.quality_gate import EFFECT_SIGMA, lora_effect
+
+    first = Batch({k: v[:1] for k, v in batch.cols.items()}, batch.text_video[:1], batch.text_audio[:1],
+                  batch.text_mask[:1], batch.fps, batch.names[:1])
+    draw = ProbeLoss(first, [EFFECT_SIGMA], seed, conditions).draws[0]
+
+    def step():
+        return {m: (v, mask) for m, (v, _, mask) in velocities(transformer, first, draw, device, conditions).items()}
+
+    return lora_effect(transformer, step, EFFECT_SIGMA)
 
 
 class ProbeLoss:
     """Loss on a fixed sample with fixed noise and sigmas: the same number before and after training, so a
-    falling value means the model really fits the data (a training loss with fresh noise is too noisy for that)."""
+    falling value means the model really fits the data (a training loss with fresh noise is too noisy for that).
+    Conditions drawn with a probability are off."""
 
-    def __init__(self, batch: Batch, sigmas: list[float], seed: int):
-        self.batch = batch
+    def __init__(self, batch: Batch, sigmas: list[float], seed: int, conditions: ConditionSet = ConditionSet()):
+        self.batch, self.conditions = batch, conditions
         g = torch.Generator().manual_seed(seed)
         c, f, h, w = batch.latents.shape[1:]
-        no_ff = torch.zeros(1, dtype=torch.bool)
+        off = {cond: torch.zeros(1, dtype=torch.bool) for cond in conditions.items if cond.probability() is not None}
         self.draws = []
         for s in sigmas:
-            d = Draw(torch.tensor([s]), torch.randn(1, f * h * w, c, generator=g), no_ff)
+            d = Draw(torch.tensor([s]), torch.randn(1, f * h * w, c, generator=g), dict(off))
             if batch.audio is not None:
                 d.audio_sigma, d.audio_noise = torch.tensor([s]), torch.randn(batch.audio.shape, generator=g)
             self.draws.append(d)
@@ -120,7 +136,7 @@ class ProbeLoss:
     def __call__(self, transformer, device) -> dict[str, float]:
         totals: dict[str, float] = {}
         for d in self.draws:
-            for k, v in flow_loss(transformer, self.batch, d, device).items():
+            for k, v in flow_loss(transformer, self.batch, d, device, self.conditions).items():
                 totals[k] = totals.get(k, 0.0) + v.item() / len(self.draws)
         return totals
 
@@ -132,58 +148,10 @@ class WorkerContext:
     local_rank: int = 0
 
 
-MODEL_DIR = "transformer"  # full fine-tunes: diffusers-layout safetensors (sharded when large)
-
-
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """Noise, sigmas and condition draws of (step, rank) depend on nothing else, so a resumed run draws exactly
     what an uninterrupted one would — no RNG state to checkpoint."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1024 + rank) % (2**63 - 1))
-
-
-def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device, dtype: torch.dtype,
-                     bf16: bool, grad_ckpt: bool):
-    """The trainable transformer on this rank: base weights, LoRA adapters (or everything trainable for a full
-    fine-tune), gradient checkpointing, FSDP2 sharding when there is more than one worker.
-
-    Sharded runs build the model on the meta device on every rank, shard it, allocate only each rank's shards,
-    and fill them from rank 0, the one process that reads the weights file — so a node with 8 GPUs holds one
-    CPU copy of a 22B model while loading, not eight.
-    """
-    from ..models.bundle import empty_component, load_components
-    from ..models.lora import attach_lora, load_init_lora
-
-    def adapt(model):
-        torch.manual_seed(cfg.seed)  # the same LoRA init however the run is laid out
-        model.requires_grad_(cfg.training_mode == "full")
-        if cfg.training_mode != "full":
-            attach_lora(model, cfg.rank, cfg.lora_targets)
-        if grad_ckpt:
-            model.enable_gradient_checkpointing()
-        return model.train()
-
-    def adapt_loaded(model):  # the process that reads the weights file
-        model = adapt(model)
-        # >>> init_lora_url (models/lora.py): start from the request's LoRA; sharded ranks get it with the broadcast
-        if cfg.init_lora:
-            from ..storage import node_local_copy
-
-            load_init_lora(model, node_local_copy(cfg.init_lora))
-        # <<< init_lora_url
-        return model
-
-    if ctx.world_size == 1 or not is_distributed():
-        return adapt_loaded(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"]).to(device)
-    with torch.device("meta"):
-        model = adapt(empty_component(cfg.model_dir, "transformer", dtype))
-    model = shard_transformer(model, bf16=bf16)
-    model.to_empty(device=device)
-    full_state = None
-    if ctx.rank == 0:
-        full_state = adapt_loaded(load_components(cfg.model_dir, ["transformer"], dtype=dtype)["transformer"])
-        full_state = full_state.state_dict()
-    broadcast_from_rank0(model, full_state)
-    return model
 
 
 def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None],
@@ -225,10 +193,10 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
 
     cache = LatentCache(cfg.cache_dir)
     manifest = cache.read_manifest()
-    reader = CacheReader(cache, manifest.samples, ref_spatial=manifest.reference_spatial,
-                         ref_temporal=manifest.reference_temporal)
+    conditions = ConditionSet.from_json(cfg.conditions)
+    reader = CacheReader(cache, manifest.samples)
     sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
-    probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed)
+    probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed, conditions=conditions)
 
     probe_start = meta["probe_start"] if meta else probe(transformer, device)
     if log is None:
@@ -244,9 +212,9 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
             os._exit(1)  # test hook: a worker process dies mid-run
         t0 = time.time()
         batch = reader.batch(sampler.indices(step))
-        draw = draw_step(batch, step_generator(cfg.seed, step, rank), cfg.first_frame_p)
+        draw = draw_step(batch, step_generator(cfg.seed, step, rank), conditions)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            parts = flow_loss(transformer, batch, draw, device)
+            parts = flow_loss(transformer, batch, draw, device, conditions)
             loss = sum(v.mean() for v in parts.values())  # plain sum over modalities, like the reference trainer
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
@@ -270,7 +238,7 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         if bar is not None:
             bar.update(1)
         if items and (done % cfg.resolved_validation_every == 0 or done == cfg.steps):
-            previews += render_previews(transformer, items, cache, done, device, decoders)
+            previews += render_previews(transformer, items, cache, done, device, decoders, conditions)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint.save(tmp, transformer, optimizer, rank, {"step": done, "probe_start": probe_start},
@@ -280,44 +248,14 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     if bar is not None:
         bar.close()
     probe_end = probe(transformer, device)
-    # >>> quality gate (export/quality_gate.py): the LoRA's effect on one fixed denoising step; every rank (FSDP)
-    effect = None if full else lora_effect(transformer, probe.batch, device, seed=cfg.seed)
-    # <<< quality gate
+    effect = None if full else measure_lora_effect(transformer, probe.batch, device, cfg.seed, conditions)
     final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
              "resumed_from_step": start_step,
              "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
              **{f"probe_{m}_start": v for m, v in probe_start.items()},
              **{f"probe_{m}_end": v for m, v in probe_end.items()},
              **({"lora_effect": effect} if effect else {})}
-    with tempfile.TemporaryDirectory() as tmp:
-        if full:  # streamed: every rank takes part in each gather, rank 0 writes shard by shard
-            tensors = iter_full_state(transformer)
-            if rank == 0:
-                write_sharded(tensors, os.path.join(tmp, MODEL_DIR), dtype=torch.bfloat16 if bf16 else None,
-                              max_shard_bytes=cfg.max_shard_bytes)
-                # with its config the folder loads as is: LTX2VideoTransformer3DModel.from_pretrained(folder)
-                shutil.copy(os.path.join(cfg.model_dir, "transformer", "config.json"), os.path.join(tmp, MODEL_DIR))
-            else:
-                for _ in tensors:
-                    pass
-        else:
-            weights = trainable_state_dict(transformer)
-            if rank == 0:
-                from peft.utils import get_peft_model_state_dict
-                from safetensors.torch import save_file
-
-                lora = get_peft_model_state_dict(_unwrap(transformer), state_dict=weights)
-                save_file({k: v.float().contiguous() for k, v in lora.items()}, os.path.join(tmp, LORA_FILE))
-        out_dir = None
-        if rank == 0:
-            with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
-                json.dump(final, fh)
-            if previews:
-                from ..export.reel import write_reel
-
-                write_reel(os.path.join(tmp, REEL_FILE), previews)
-            out_dir = tmp
-        report(final, out_dir)
+    write_final(cfg, transformer, rank, bf16, final, previews, report)
     if is_distributed():
         torch.distributed.barrier()
     return final
@@ -377,7 +315,3 @@ def _scalar(value) -> float | None:
     if value is None:
         return None
     return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)

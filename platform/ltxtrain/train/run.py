@@ -8,7 +8,8 @@ import shutil
 from dataclasses import dataclass
 
 from .config import TrainConfig
-from .loop import LORA_FILE, MODEL_DIR, REEL_FILE, train_loop_per_worker
+from .final import LORA_FILE, MODEL_DIR, REEL_FILE
+from .loop import train_loop_per_worker
 
 
 @dataclass
