@@ -232,8 +232,9 @@ def test_t2v_round_trip_outputs_download(client, finished_t2v):
 
 def test_status_logs_come_from_the_ray_job(client, finished_t2v):
     body = client.get(f"/requests/{finished_t2v}/status", params={"logs": 1}, headers=ALICE).json()
-    assert any("preprocessed 2 samples" in line for line in body["logs"]), body["logs"][-20:]
-    assert "logs" not in client.get(f"/requests/{finished_t2v}/status", headers=ALICE).json()
+    assert any("preprocessed 2 samples" in e["message"] for e in body["logs"]), body["logs"][-20:]
+    assert all(set(e) == {"message", "level", "source", "timestamp"} for e in body["logs"])
+    assert client.get(f"/requests/{finished_t2v}/status", headers=ALICE).json()["logs"] == []  # not asked for
 
 
 def test_dataset_error_fails_the_job_with_the_422_shape_and_bills_nothing(client, submitted):
@@ -333,12 +334,12 @@ def test_store_migrates_an_old_database_and_resume_is_compare_and_set(tmp_path):
     JobStore(str(db))  # opening it again (another replica) finds nothing left to migrate
     failed = store.get("old0")
     assert (failed.status, failed.attempt, failed.auto_resumes, failed.error) == ("FAILED", 0, 0, {"msg": "boom"})
-    assert [store.queue_position(store.get("old3"))] == [1]  # the old queue order is kept
+    assert [store.queue_position(store.get("old3"))] == [0]  # the old queue order is kept (positions from 0)
 
     assert store.resume("old0") and not store.resume("old0")  # FAILED → IN_QUEUE once; now it is queued
     job = store.get("old0")
     assert (job.status, job.attempt, job.error, job.submitted_at, job.ray_job_id) == ("IN_QUEUE", 1, None, None, None)
-    assert store.queue_position(job) == 2  # behind the job that was already waiting
+    assert store.queue_position(job) == 1  # behind the job that was already waiting
     assert not store.resume("old1") and store.get("old1").status == "COMPLETED"
     assert not store.resume("old2")  # cancelled, but Ray has not confirmed the stop: it still holds its workers
     store.stopped("old2")
@@ -358,7 +359,7 @@ def test_store_migrates_an_old_database_and_resume_is_compare_and_set(tmp_path):
     job = store.get("old0")
     assert (job.status, job.attempt, job.auto_resumes) == ("IN_QUEUE", 2, 1)
     later = store.create("alice", "t2v", {}, lambda i: tmp_path / i)
-    assert store.queue_position(job) == 1 and store.queue_position(later) == 2  # it was running: it goes first
+    assert store.queue_position(job) == 0 and store.queue_position(later) == 1  # it was running: it goes first
 
 
 def test_a_job_whose_ray_job_vanished_is_resubmitted_as_its_next_attempt(tmp_path, caplog):
@@ -445,7 +446,7 @@ def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_o
         r = resume(a)
         assert r.status_code == 202, r.text
         body = r.json()
-        assert body["status"] == "IN_QUEUE" and body["queue_position"] == 2  # behind the job already waiting
+        assert body["status"] == "IN_QUEUE" and body["queue_position"] == 1  # behind the job already waiting
         assert body["status_url"].endswith(f"/requests/{a}/status") and body["cancel_url"].endswith(f"{a}/cancel")
         assert body["attempt"] == 2 and body["resumed"] == 1
         assert status(a)["status"] == "IN_QUEUE"
@@ -455,7 +456,7 @@ def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_o
         fake.jobs[f"ltxtrain-{b}"] = "SUCCEEDED"
         r = resume(b)
         assert r.status_code == 409 and "COMPLETED" in r.json()["detail"][0]["msg"]
-        assert status(d)["status"] == "IN_PROGRESS" and status(a)["queue_position"] == 1
+        assert status(d)["status"] == "IN_PROGRESS" and status(a)["queue_position"] == 0
 
         # cancelled while running: resumable once Ray has stopped its job (here by the alias /jobs/{id}/resume)
         assert c.put(f"/requests/{d}/cancel", headers=ALICE).json()["status"] == "CANCELLED"
@@ -463,7 +464,7 @@ def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_o
         assert r.status_code == 409 and "not stopped yet" in r.json()["detail"][0]["msg"]
         fake.jobs[f"ltxtrain-{d}"] = "STOPPED"
         r = resume(d, path="jobs")
-        assert r.status_code == 202 and r.json()["resumed"] == 1 and r.json()["queue_position"] == 2, r.text
+        assert r.status_code == 202 and r.json()["resumed"] == 1 and r.json()["queue_position"] == 1, r.text
 
         resumed = status(a)  # the slot is free: the resumed job starts, as its second attempt
         assert resumed["status"] == "IN_PROGRESS" and resumed["attempt"] == 2 and resumed["resumed"] == 1
@@ -585,7 +586,7 @@ def test_cancel_stops_a_running_job_and_releases_its_workers(client, config, dat
     total = ray.cluster_resources()["CPU"]
     poll(lambda: ray.available_resources().get("CPU", 0), lambda cpu: cpu == total, 120, "workers released")
     assert client.put(f"/requests/{rid}/cancel", headers=ALICE).status_code == 409  # already cancelled
-    assert client.get(f"/requests/{rid}", headers=ALICE).status_code == 409
+    assert client.get(f"/requests/{rid}", headers=ALICE).status_code == 410  # gone: cancelled
 
 
 def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp_path, datasets):
@@ -605,7 +606,7 @@ def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp
         assert [s["status"] for s in statuses].count("IN_PROGRESS") == 1, statuses
         position = {s["request_id"]: s["queue_position"] for s in statuses if s["status"] == "IN_QUEUE"}
         oldest_first = [j["request_id"] for j in reversed(c.get("/requests", headers=ALICE).json()["requests"])]
-        assert [position[i] for i in oldest_first if i in position] == list(range(1, 20))  # FIFO, no gaps
+        assert [position[i] for i in oldest_first if i in position] == list(range(19))  # FIFO from 0, no gaps
 
         cancels = list(pool.map(lambda i: c.put(f"/requests/{i}/cancel", headers=ALICE), ids))
         assert [x.status_code for x in cancels] == [200] * 20
