@@ -200,10 +200,13 @@ class JobStore:
     def claim_webhooks(self) -> list[JobRecord]:
         """Finished jobs whose webhook is pending, moved to 'sending' (so one replica delivers each)."""
         claimed = []
+        pending = ("SELECT id, webhook FROM jobs WHERE webhook IS NOT NULL AND status IN (?, ?, ?) "
+                   "AND json_extract(webhook, '$.state') = 'pending'")
+        with self._connect() as db:  # the common case, nothing pending, takes no write lock
+            if not db.execute(pending, TERMINAL).fetchone():
+                return []
         with self._transaction() as db:
-            rows = db.execute("SELECT id, webhook FROM jobs WHERE webhook IS NOT NULL AND status IN (?, ?, ?) "
-                              "AND json_extract(webhook, '$.state') = 'pending'",
-                              TERMINAL).fetchall()
+            rows = db.execute(pending, TERMINAL).fetchall()
             for job_id, hook in rows:
                 db.execute("UPDATE jobs SET webhook = ? WHERE id = ?",
                            (json.dumps({**json.loads(hook), "state": "sending"}), job_id))
