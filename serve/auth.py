@@ -1,5 +1,8 @@
 """`Authorization: Key <token>` → user name, from the configured token table.
 
+A token table entry is either the key itself or `sha256:<hex digest of the key>`, so the deployment's environment
+need not hold plain keys (`python -c "import hashlib;print(hashlib.sha256(b'KEY').hexdigest())"`).
+
 Browsers cannot add that header to a plain page load or a download link, so the HTML page stores the key in a
 `ltxtrain_key` cookie (SameSite=Strict) and *read-only* routes (GET) accept it too. Anything that changes state
 (submit, cancel, inference) needs the header, so a cross-site form cannot act with a visitor's cookie.
@@ -7,6 +10,7 @@ Browsers cannot add that header to a plain page load or a download link, so the 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from fastapi import HTTPException, Request
@@ -22,8 +26,11 @@ class Auth:
         if not token:
             return None
         found = None
+        digest = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
         for known, user in self._tokens.items():  # compare against every token: no early exit on a match
-            if hmac.compare_digest(known.encode(), token.encode()):
+            presented = digest if known.startswith("sha256:") else token
+            if hmac.compare_digest(known.lower().encode() if known.startswith("sha256:") else known.encode(),
+                                   presented.encode()):
                 found = user
         return found
 

@@ -4,7 +4,8 @@
 |---|---|---|
 | db_path | LTXTRAIN_SERVE_DB | $LTXTRAIN_HOME/serve/jobs.db |
 | out_root | LTXTRAIN_SERVE_OUT | $LTXTRAIN_HOME/serve/jobs (must be shared storage on a multi-node cluster) |
-| tokens | LTXTRAIN_SERVE_TOKENS | {} — JSON object `{"<token>": "<user>"}`; no tokens means nobody gets in |
+| tokens | LTXTRAIN_SERVE_TOKENS | {} — JSON object `{"<token>": "<user>"}`, or `{"sha256:<hex of sha256(token)>": "<user>"}`
+  so plain keys need not sit in the environment; no tokens means nobody gets in |
 | dashboard | LTXTRAIN_SERVE_DASHBOARD / RAY_DASHBOARD_ADDRESS | http://127.0.0.1:8265 |
 | model | LTXTRAIN_SERVE_MODEL | tiny |
 | text_encoder | LTXTRAIN_SERVE_TEXT_ENCODER | none |
@@ -17,6 +18,9 @@
 | scheduler_interval_s | LTXTRAIN_SERVE_SCHEDULER_INTERVAL | 2.0 (0: no background thread; the queue moves on requests) |
 | public_url | LTXTRAIN_SERVE_PUBLIC_URL | the request's own base URL |
 | inference_num_gpus | LTXTRAIN_SERVE_INFERENCE_GPUS | 1 when the cluster has GPUs, else 0 |
+| max_body_bytes | LTXTRAIN_SERVE_MAX_BODY_BYTES | 1048576 — larger request bodies answer 413 |
+| max_json_depth | LTXTRAIN_SERVE_MAX_JSON_DEPTH | 32 — deeper JSON bodies answer 422 |
+| webhook_attempts | LTXTRAIN_SERVE_WEBHOOK_ATTEMPTS | 3 — tries per `fal_webhook` delivery (retry_s × 2^n apart) |
 | job_env | LTXTRAIN_SERVE_JOB_ENV | {} — JSON object of extra env vars for each job's driver (LTXTRAIN_HOME is
   forwarded when set) |
 """
@@ -77,12 +81,20 @@ class ServeConfig:
     # inference: the largest LoRA file fetched from a URL, and how many log lines `?logs=1` returns at most
     max_lora_bytes: int = 4 * 2**30
     max_log_lines: int = 2000
+    # hardening: request body size and JSON nesting; fal_webhook delivery
+    max_body_bytes: int = 2**20
+    max_json_depth: int = 32
+    webhook_attempts: int = 3
+    webhook_retry_s: float = 2.0
+    webhook_timeout_s: float = 10.0
 
     def __post_init__(self):
         if self.max_running < 0:
             raise ValueError(f"max_running must be >= 0, got {self.max_running}")
         if self.auto_resume_attempts < 0:
             raise ValueError(f"auto_resume_attempts must be >= 0, got {self.auto_resume_attempts}")
+        if self.max_body_bytes < 1024 or self.max_json_depth < 2 or self.webhook_attempts < 1:
+            raise ValueError("max_body_bytes must be >= 1024, max_json_depth >= 2 and webhook_attempts >= 1")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         self.dashboard = self.dashboard if "://" in self.dashboard else f"http://{self.dashboard}"
@@ -118,6 +130,11 @@ class ServeConfig:
             values["scheduler_interval_s"] = float(env["LTXTRAIN_SERVE_SCHEDULER_INTERVAL"])
         if env.get("LTXTRAIN_SERVE_PUBLIC_URL"):
             values["public_url"] = env["LTXTRAIN_SERVE_PUBLIC_URL"]
+        for name, key, kind in (("LTXTRAIN_SERVE_MAX_BODY_BYTES", "max_body_bytes", int),
+                                ("LTXTRAIN_SERVE_MAX_JSON_DEPTH", "max_json_depth", int),
+                                ("LTXTRAIN_SERVE_WEBHOOK_ATTEMPTS", "webhook_attempts", int)):
+            if env.get(name):
+                values[key] = kind(env[name])
         if env.get("LTXTRAIN_SERVE_INFERENCE_GPUS"):
             values["inference_num_gpus"] = float(env["LTXTRAIN_SERVE_INFERENCE_GPUS"])
         values.update(overrides)

@@ -21,18 +21,21 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ltxtrain.api.schema import MAX_PROMPT_CHARS, MAX_TEXT_CHARS
+
 from .config import ServeConfig
 
 SUPPORTED = ("t2v",)  # ic-lora/v2v needs a reference-video pipeline: not served yet
 
 
 class InferenceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT_CHARS)
 
     request_id: str | None = None  # a COMPLETED request of the caller: its LoRA
     lora_url: str | None = None  # or a LoRA file (.safetensors) by URL
-    prompt: str = Field(min_length=1)
-    negative_prompt: str = "worst quality, inconsistent motion, blurry, jittery, distorted"
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
+                                 max_length=MAX_PROMPT_CHARS)
     resolution: Literal["low", "medium", "high"] = "low"
     aspect_ratio: Literal["16:9", "1:1", "9:16"] = "16:9"
     width: int | None = Field(None, ge=32, le=1920)  # explicit size overrides resolution/aspect_ratio

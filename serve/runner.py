@@ -58,6 +58,7 @@ class Runner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.after_pump: list = []  # callables run after each pump (webhook deliveries)
 
     # ------------------------------------------------------------------------------------------------ Ray client
     @property
@@ -84,7 +85,7 @@ class Runner:
             raise RayUnavailable(str(exc)) from exc
 
     # ------------------------------------------------------------------------------------------------ submission
-    def submit(self, owner: str, endpoint: str, request: dict) -> JobRecord:
+    def submit(self, owner: str, endpoint: str, request: dict, webhook: dict | None = None) -> JobRecord:
         """Record a validated request (IN_QUEUE) and write its request.json; the scheduler starts it."""
         root = Path(self.config.out_root)
 
@@ -94,7 +95,7 @@ class Runner:
             (d / "request.json").write_text(json.dumps(request, indent=2))
             return d
 
-        job = self.store.create(owner, endpoint, request, out_dir_for)
+        job = self.store.create(owner, endpoint, request, out_dir_for, webhook=webhook)
         self.wake()
         return job
 
@@ -146,6 +147,13 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------------ the queue
     def pump(self) -> None:
+        try:
+            self._pump_queue()
+        finally:
+            for hook in self.after_pump:
+                hook()
+
+    def _pump_queue(self) -> None:
         with self._pump_lock:  # one pump per process at a time; across processes the SQLite claims arbitrate
             for job in self.store.stopping():
                 try:

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stop_pending INTEGER NOT NULL DEFAULT 0,
     attempt INTEGER NOT NULL DEFAULT 0,
     auto_resumes INTEGER NOT NULL DEFAULT 0,
-    queue_key INTEGER
+    queue_key INTEGER,
+    webhook TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
@@ -59,6 +60,7 @@ ADDED_COLUMNS = (
     ("attempt", "INTEGER NOT NULL DEFAULT 0"),
     ("auto_resumes", "INTEGER NOT NULL DEFAULT 0"),
     ("queue_key", "INTEGER"),
+    ("webhook", "TEXT"),
 )
 NEXT_QUEUE_KEY = "(SELECT COALESCE(MAX(queue_key), 0) + 1 FROM jobs)"
 
@@ -83,6 +85,8 @@ class JobRecord:
     attempt: int = 0  # 0: the first run; n: the n-th resumption (its Ray job is `ltxtrain-<id>-r<n>`)
     auto_resumes: int = 0  # automatic requeues (lost Ray job) since the submission or the last manual resume
     queue_key: int | None = None  # queue order
+    # fal_webhook: {url, base, state: pending|sending|delivered|failed, attempts, last, delivered_at}
+    webhook: dict | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRecord":
@@ -90,6 +94,7 @@ class JobRecord:
         d["request"] = json.loads(d["request"])
         d["error"] = json.loads(d["error"]) if d["error"] else None
         d["result"] = json.loads(d["result"]) if d["result"] else None
+        d["webhook"] = json.loads(d["webhook"]) if d.get("webhook") else None
         return cls(**d)
 
 
@@ -163,9 +168,9 @@ class JobStore:
         return [JobRecord.from_row(r) for r in rows]
 
     def queue_position(self, job: JobRecord) -> int | None:
-        """1 for the next job to start; None when the job is not queued."""
+        """How many queued jobs start before this one (0: it is next), as fal counts; None when it is not queued."""
         with self._connect() as db:
-            row = db.execute("SELECT status, (SELECT COUNT(*) FROM jobs WHERE status = ? AND queue_key <= j.queue_key) "
+            row = db.execute("SELECT status, (SELECT COUNT(*) FROM jobs WHERE status = ? AND queue_key < j.queue_key) "
                              "FROM jobs j WHERE id = ?", (IN_QUEUE, job.id)).fetchone()
         if not row or row[0] != IN_QUEUE:
             return None
@@ -178,15 +183,42 @@ class JobStore:
             return int(db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status,)).fetchone()[0])
 
     # ------------------------------------------------------------------------------------------------ writes
-    def create(self, owner: str, endpoint: str, request: dict, out_dir_for, job_id: str | None = None) -> JobRecord:
-        """Insert an IN_QUEUE record. `out_dir_for(job_id)` gives the job's output directory."""
+    def create(self, owner: str, endpoint: str, request: dict, out_dir_for, job_id: str | None = None,
+               webhook: dict | None = None) -> JobRecord:
+        """Insert an IN_QUEUE record. `out_dir_for(job_id)` gives the job's output directory; `webhook` ({url, base})
+        is delivered once the job ends."""
         job_id = job_id or uuid.uuid4().hex
         now = time.time()
+        hook = json.dumps({**webhook, "state": "pending", "attempts": 0}) if webhook else None
         with self._transaction() as db:
-            db.execute("INSERT INTO jobs (id, owner, endpoint, request, status, out_dir, created, updated, queue_key) "
-                       f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NEXT_QUEUE_KEY})",
-                       (job_id, owner, endpoint, json.dumps(request), IN_QUEUE, str(out_dir_for(job_id)), now, now))
+            db.execute("INSERT INTO jobs (id, owner, endpoint, request, status, out_dir, created, updated, queue_key, "
+                       f"webhook) VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NEXT_QUEUE_KEY}, ?)",
+                       (job_id, owner, endpoint, json.dumps(request), IN_QUEUE, str(out_dir_for(job_id)), now, now,
+                        hook))
         return self.get(job_id)
+
+    def claim_webhooks(self) -> list[JobRecord]:
+        """Finished jobs whose webhook is pending, moved to 'sending' (so one replica delivers each)."""
+        claimed = []
+        pending = ("SELECT id, webhook FROM jobs WHERE webhook IS NOT NULL AND status IN (?, ?, ?) "
+                   "AND json_extract(webhook, '$.state') = 'pending'")
+        with self._connect() as db:  # the common case, nothing pending, takes no write lock
+            if not db.execute(pending, TERMINAL).fetchone():
+                return []
+        with self._transaction() as db:
+            rows = db.execute(pending, TERMINAL).fetchall()
+            for job_id, hook in rows:
+                db.execute("UPDATE jobs SET webhook = ? WHERE id = ?",
+                           (json.dumps({**json.loads(hook), "state": "sending"}), job_id))
+                claimed.append(job_id)
+        return [self.get(i) for i in claimed]
+
+    def update_webhook(self, job_id: str, **values) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT webhook FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row and row[0]:
+                db.execute("UPDATE jobs SET webhook = ? WHERE id = ?",
+                           (json.dumps({**json.loads(row[0]), **values}), job_id))
 
     def claim_next(self, max_running: int, ray_job_id_for) -> JobRecord | None:
         """Move the first queued job to IN_PROGRESS if fewer than `max_running` jobs are in progress.
@@ -235,7 +267,9 @@ class JobStore:
         with self._transaction() as db:
             cur = db.execute("UPDATE jobs SET status = ?, ray_job_id = NULL, submitted_at = NULL, error = NULL, "
                              f"result = NULL, billing_units = 0, attempt = attempt + 1, auto_resumes = 0, "
-                             f"queue_key = {NEXT_QUEUE_KEY}, updated = ? "
+                             f"queue_key = {NEXT_QUEUE_KEY}, updated = ?, "
+                             # a webhook is sent again when the resumed job ends
+                             "webhook = json_set(webhook, '$.state', 'pending', '$.attempts', 0) "
                              "WHERE id = ? AND (status = ? OR (status = ? AND stop_pending = 0))",
                              (IN_QUEUE, time.time(), job_id, FAILED, CANCELLED))
             return cur.rowcount == 1

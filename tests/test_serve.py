@@ -232,8 +232,9 @@ def test_t2v_round_trip_outputs_download(client, finished_t2v):
 
 def test_status_logs_come_from_the_ray_job(client, finished_t2v):
     body = client.get(f"/requests/{finished_t2v}/status", params={"logs": 1}, headers=ALICE).json()
-    assert any("preprocessed 2 samples" in line for line in body["logs"]), body["logs"][-20:]
-    assert "logs" not in client.get(f"/requests/{finished_t2v}/status", headers=ALICE).json()
+    assert any("preprocessed 2 samples" in e["message"] for e in body["logs"]), body["logs"][-20:]
+    assert all(set(e) == {"message", "level", "source", "timestamp"} for e in body["logs"])
+    assert client.get(f"/requests/{finished_t2v}/status", headers=ALICE).json()["logs"] == []  # not asked for
 
 
 def test_dataset_error_fails_the_job_with_the_422_shape_and_bills_nothing(client, submitted):
@@ -333,12 +334,12 @@ def test_store_migrates_an_old_database_and_resume_is_compare_and_set(tmp_path):
     JobStore(str(db))  # opening it again (another replica) finds nothing left to migrate
     failed = store.get("old0")
     assert (failed.status, failed.attempt, failed.auto_resumes, failed.error) == ("FAILED", 0, 0, {"msg": "boom"})
-    assert [store.queue_position(store.get("old3"))] == [1]  # the old queue order is kept
+    assert [store.queue_position(store.get("old3"))] == [0]  # the old queue order is kept (positions from 0)
 
     assert store.resume("old0") and not store.resume("old0")  # FAILED → IN_QUEUE once; now it is queued
     job = store.get("old0")
     assert (job.status, job.attempt, job.error, job.submitted_at, job.ray_job_id) == ("IN_QUEUE", 1, None, None, None)
-    assert store.queue_position(job) == 2  # behind the job that was already waiting
+    assert store.queue_position(job) == 1  # behind the job that was already waiting
     assert not store.resume("old1") and store.get("old1").status == "COMPLETED"
     assert not store.resume("old2")  # cancelled, but Ray has not confirmed the stop: it still holds its workers
     store.stopped("old2")
@@ -358,7 +359,7 @@ def test_store_migrates_an_old_database_and_resume_is_compare_and_set(tmp_path):
     job = store.get("old0")
     assert (job.status, job.attempt, job.auto_resumes) == ("IN_QUEUE", 2, 1)
     later = store.create("alice", "t2v", {}, lambda i: tmp_path / i)
-    assert store.queue_position(job) == 1 and store.queue_position(later) == 2  # it was running: it goes first
+    assert store.queue_position(job) == 0 and store.queue_position(later) == 1  # it was running: it goes first
 
 
 def test_a_job_whose_ray_job_vanished_is_resubmitted_as_its_next_attempt(tmp_path, caplog):
@@ -445,7 +446,7 @@ def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_o
         r = resume(a)
         assert r.status_code == 202, r.text
         body = r.json()
-        assert body["status"] == "IN_QUEUE" and body["queue_position"] == 2  # behind the job already waiting
+        assert body["status"] == "IN_QUEUE" and body["queue_position"] == 1  # behind the job already waiting
         assert body["status_url"].endswith(f"/requests/{a}/status") and body["cancel_url"].endswith(f"{a}/cancel")
         assert body["attempt"] == 2 and body["resumed"] == 1
         assert status(a)["status"] == "IN_QUEUE"
@@ -455,7 +456,7 @@ def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_o
         fake.jobs[f"ltxtrain-{b}"] = "SUCCEEDED"
         r = resume(b)
         assert r.status_code == 409 and "COMPLETED" in r.json()["detail"][0]["msg"]
-        assert status(d)["status"] == "IN_PROGRESS" and status(a)["queue_position"] == 1
+        assert status(d)["status"] == "IN_PROGRESS" and status(a)["queue_position"] == 0
 
         # cancelled while running: resumable once Ray has stopped its job (here by the alias /jobs/{id}/resume)
         assert c.put(f"/requests/{d}/cancel", headers=ALICE).json()["status"] == "CANCELLED"
@@ -463,7 +464,7 @@ def test_resume_route_answers_202_for_failed_and_cancelled_jobs_and_409_or_404_o
         assert r.status_code == 409 and "not stopped yet" in r.json()["detail"][0]["msg"]
         fake.jobs[f"ltxtrain-{d}"] = "STOPPED"
         r = resume(d, path="jobs")
-        assert r.status_code == 202 and r.json()["resumed"] == 1 and r.json()["queue_position"] == 2, r.text
+        assert r.status_code == 202 and r.json()["resumed"] == 1 and r.json()["queue_position"] == 1, r.text
 
         resumed = status(a)  # the slot is free: the resumed job starts, as its second attempt
         assert resumed["status"] == "IN_PROGRESS" and resumed["attempt"] == 2 and resumed["resumed"] == 1
@@ -585,7 +586,7 @@ def test_cancel_stops_a_running_job_and_releases_its_workers(client, config, dat
     total = ray.cluster_resources()["CPU"]
     poll(lambda: ray.available_resources().get("CPU", 0), lambda cpu: cpu == total, 120, "workers released")
     assert client.put(f"/requests/{rid}/cancel", headers=ALICE).status_code == 409  # already cancelled
-    assert client.get(f"/requests/{rid}", headers=ALICE).status_code == 409
+    assert client.get(f"/requests/{rid}", headers=ALICE).status_code == 410  # gone: cancelled
 
 
 def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp_path, datasets):
@@ -605,7 +606,7 @@ def test_twenty_concurrent_submissions_queue_and_cancel_cleanly(ray_cluster, tmp
         assert [s["status"] for s in statuses].count("IN_PROGRESS") == 1, statuses
         position = {s["request_id"]: s["queue_position"] for s in statuses if s["status"] == "IN_QUEUE"}
         oldest_first = [j["request_id"] for j in reversed(c.get("/requests", headers=ALICE).json()["requests"])]
-        assert [position[i] for i in oldest_first if i in position] == list(range(1, 20))  # FIFO, no gaps
+        assert [position[i] for i in oldest_first if i in position] == list(range(19))  # FIFO from 0, no gaps
 
         cancels = list(pool.map(lambda i: c.put(f"/requests/{i}/cancel", headers=ALICE), ids))
         assert [x.status_code for x in cancels] == [200] * 20
@@ -680,3 +681,221 @@ def test_page_renders_in_headless_chromium(client, finished_t2v, tmp_path):
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
                          timeout=120).stdout
     assert finished_t2v in dom and "COMPLETED" in dom  # the rendered list shows the finished job
+
+
+# ------------------------------------------------------------------------------------------------ hardening (no Ray)
+def _fake_client(tmp_path, **overrides):
+    fake = FakeJobs()
+    c = TestClient(create_app(fake_config(tmp_path, **overrides)))
+    c.app.state.runner._client = fake
+    return c, fake
+
+
+def test_oversized_deep_or_odd_bodies_are_refused_before_anything_is_recorded(tmp_path):
+    c, fake = _fake_client(tmp_path, max_body_bytes=64 * 1024)
+    store = c.app.state.store
+    with c:
+        ok = {"training_data_url": "https://example.com/clips.zip", **SMALL}
+        r = c.post("/t2v", json={**ok, "trigger_phrase": "x" * 100_000}, headers=ALICE)
+        assert r.status_code == 413 and r.json()["detail"][0]["loc"] == ["body"], r.text
+
+        def chunks():  # no Content-Length: counted as it streams
+            for _ in range(100):
+                yield b" " * 4096
+
+        r = c.post("/t2v", content=chunks(), headers={**ALICE, "Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        for body in (b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 50 + b"1" + b"}" * 50, b'{"rank": NaN}',
+                     b'{"rank": ' + b"9" * 5000 + b"}", b"\xff\xfe", b'{"training_data_url": "x"'):
+            r = c.post("/t2v", content=body, headers=ALICE)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], (body[:30], r.text)
+        r = c.post("/t2v", content=b'{"training_data_url": "\\ud800"}', headers=ALICE)  # a lone surrogate
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "training_data_url"], r.text
+        for field, value in (("trigger_phrase", "x" * 300), ("validation_negative_prompt", "x" * 3000)):
+            r = c.post("/t2v", json={**ok, field: value}, headers=ALICE)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", field], r.text
+        r = c.post("/t2v", json={**ok, "validation": [{"prompt": "p" * 3000}]}, headers=ALICE)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "validation", 0, "prompt"]
+        assert store.count() == 0 and not fake.submitted and not any(Path(c.app.state.config.out_root).glob("*"))
+
+
+def test_unknown_routes_answer_404_in_the_error_shape(tmp_path):
+    c, _ = _fake_client(tmp_path)
+    with c:
+        for method, path in (("get", "/nope"), ("get", "/t2v"), ("delete", "/requests"), ("post", "/t2v-nope"),
+                             ("get", "/a/b/c/d/e/f"), ("patch", "/requests/x/cancel"), ("post", "/a/b/t2v-nope")):
+            r = c.request(method, path, headers=ALICE, json={})
+            assert r.status_code == 404, (method, path, r.status_code, r.text)
+            detail = r.json()["detail"]
+            assert isinstance(detail, list) and detail[0]["loc"][0] == "path" and detail[0]["msg"], r.text
+        r = c.get("/requests", params={"limit": "lots"}, headers=ALICE)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "limit"]
+        assert set(r.json()["detail"][0]) == {"loc", "msg"}
+
+
+def test_every_url_field_is_checked_at_submission_and_names_that_resolve_privately_are_refused(tmp_path,
+                                                                                               monkeypatch):
+    import ipaddress
+
+    from ltxtrain.intake import url_policy
+
+    monkeypatch.setattr(url_policy, "resolve", lambda host, port: [ipaddress.ip_address(
+        "10.0.0.5" if host == "files.corp" else "93.184.216.34")])
+    c, fake = _fake_client(tmp_path, allow_private_urls=False, max_running=1)
+    with c:
+        base = {"training_data_url": "https://cdn.example/clips.zip", **IC_SMALL}
+        for endpoint, payload, loc in (
+                ("t2v", {**SMALL, "training_data_url": "http://0x7f000001/a.zip"}, ["body", "training_data_url"]),
+                ("t2v", {**SMALL, "training_data_url": "http://127.1/a.zip"}, ["body", "training_data_url"]),
+                ("t2v", {**SMALL, "training_data_url": "https://files.corp/a.zip"}, ["body", "training_data_url"]),
+                ("t2v", {**SMALL, "training_data_url": "https://u:p@cdn.example/a.zip"}, ["body", "training_data_url"]),
+                ("t2v", {**SMALL, "training_data_url": "http:/etc/passwd"}, ["body", "training_data_url"]),
+                ("t2v", {**SMALL, "training_data_url": "https://cdn.example/a.zip",
+                         "validation": [{"prompt": "p", "image_url": "http://localhost./i.png"}]},
+                 ["body", "validation", 0, "image_url"]),
+                ("ic-lora/v2v", {**base, "validation": [{"prompt": "p", "reference_video_url": "http://0177.0.0.1/v"}]},
+                 ["body", "validation", 0, "reference_video_url"])):
+            r = c.post(f"/{endpoint}", json=payload, headers=ALICE)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (payload, r.text)
+        r = c.post("/t2v", json={**SMALL, "training_data_url": "https://cdn.example/a.zip"}, headers=ALICE,
+                   params={"fal_webhook": "http://169.254.169.254/hook"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "fal_webhook"]
+        assert c.app.state.store.count() == 0 and not fake.submitted  # a doomed request never takes a slot
+        r = c.post("/t2v", json={**SMALL, "training_data_url": "https://cdn.example/a.zip"}, headers=ALICE)
+        assert r.status_code == 202 and r.json()["queue_position"] == 0
+
+
+def test_hashed_api_keys(tmp_path):
+    import hashlib
+
+    digest = hashlib.sha256(b"key-carol").hexdigest()
+    c, _ = _fake_client(tmp_path, tokens={f"sha256:{digest}": "carol"})
+    with c:
+        assert c.get("/requests", headers={"Authorization": "Key key-carol"}).status_code == 200
+        for wrong in (digest, f"sha256:{digest}", "key-caro"):
+            assert c.get("/requests", headers={"Authorization": f"Key {wrong}"}).status_code == 401
+
+
+# ------------------------------------------------------------------------------------------------ fal queue (no Ray)
+class _Hooks:
+    """A webhook receiver on 127.0.0.1: records every POST; answers 500 to the first `fail_first` of them."""
+
+    def __init__(self, fail_first: int = 0):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        hooks = self
+        self.received: list[dict] = []
+        self.fail_first = fail_first
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hooks.received.append(body)
+                code = 500 if len(hooks.received) <= hooks.fail_first else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=abc"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_fal_app_id_routes_speak_the_fal_queue_protocol(tmp_path):
+    c, fake = _fake_client(tmp_path, max_running=1, webhook_retry_s=0.05)
+    hooks = _Hooks(fail_first=1)
+    out = Path(c.app.state.config.out_root)
+    payload = {"training_data_url": "https://example.com/clips.zip", **SMALL}
+    try:
+        with c:
+            app = "/fal-ai/ltx23-trainer-v2"
+            a = c.post(f"{app}/t2v", json=payload, headers=ALICE, params={"fal_webhook": hooks.url}).json()
+            b = c.post("/ltxtrain/trainer/ic-lora/v2v", json={**payload, **IC_SMALL}, headers=ALICE).json()
+            d = c.post(f"{app}/t2v", json=payload, headers=ALICE).json()
+            assert a["status_url"] == f"http://testserver{app}/requests/{a['request_id']}/status"
+            assert a["response_url"] == f"http://testserver{app}/requests/{a['request_id']}"
+            assert a["queue_position"] == 0 and b["queue_position"] == 1
+            assert c.app.state.store.get(b["request_id"]).endpoint == "ic-lora/v2v"
+            r = c.post(f"{app}/nope", json=payload, headers=ALICE)
+            assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["path", "endpoint"]
+
+            def st(x, logs="false"):
+                return c.get(x["status_url"], params={"logs": logs}, headers=ALICE).json()
+
+            assert st(a)["status"] == "IN_PROGRESS" and st(a)["logs"] == []
+            assert st(b) | {"logs": None} == st(b) | {"status": "IN_QUEUE", "queue_position": 0, "logs": None}
+            # a result that cannot be had yet, a cancel of a finished job: 400 (fal-client retries 409)
+            assert c.get(a["response_url"], headers=ALICE).status_code == 400
+
+            (out / a["request_id"] / "result.json").write_text(json.dumps({
+                "billing_units": 100, "lora_file": {"file_name": "l.safetensors", "content_type": "x",
+                                                    "file_size": 1}}))
+            fake.jobs[f"ltxtrain-{a['request_id']}"] = "SUCCEEDED"
+            done = st(a, "true")
+            assert done["status"] == "COMPLETED" and "error" not in done and done["outcome"] == "COMPLETED"
+            assert isinstance(done["logs"], list) and done["metrics"] == {}
+            res = c.get(a["response_url"], headers=ALICE)
+            assert res.status_code == 200 and res.json()["lora_file"]["url"].endswith(
+                f"/requests/{a['request_id']}/files/l.safetensors")
+            r = c.put(a["cancel_url"], headers=ALICE)
+            assert r.status_code == 400 and r.json()["status"] == "ALREADY_COMPLETED"
+
+            # b fails with a dataset error: COMPLETED with the error, and the result carries the 422 details
+            st(b)
+            (out / b["request_id"] / "result.json").write_text(json.dumps({
+                "accepted": False, "billing_units": 0,
+                "errors": [{"loc": ["body", "training_data_url"], "msg": "no clips"}]}))
+            fake.jobs[f"ltxtrain-{b['request_id']}"] = "FAILED"
+            failed = st(b)
+            assert (failed["status"], failed["outcome"], failed["error_type"]) == ("COMPLETED", "FAILED",
+                                                                                   "validation_error")
+            assert "no clips" in failed["error"]
+            res = c.get(b["response_url"], headers=ALICE)
+            assert res.status_code == 422 and res.json()["detail"] == [{"loc": ["body", "training_data_url"],
+                                                                        "msg": "no clips"}]
+            # d: cancelled while queued → 202, then COMPLETED with error_type "cancelled" and a 410 result
+            r = c.put(d["cancel_url"], headers=ALICE)
+            assert r.status_code == 202 and r.json()["status"] == "CANCELLATION_REQUESTED"
+            assert st(d)["error_type"] == "cancelled" and c.get(d["response_url"], headers=ALICE).status_code == 410
+            assert c.get(a["status_url"], headers=BOB).status_code == 404
+            # by app id, as fal_client.status(app, id) builds it (only owner/alias of the app id)
+            assert c.get(f"/x/y/requests/{a['request_id']}/status", headers=ALICE).json()["status"] == "COMPLETED"
+
+            # the webhook: refused once (500), delivered on the second try, recorded on the job
+            c.app.state.service.webhooks.join(10)
+            assert [h["request_id"] for h in hooks.received] == [a["request_id"]] * 2
+            assert hooks.received[-1]["status"] == "OK"
+            assert hooks.received[-1]["payload"]["lora_file"]["file_name"] == "l.safetensors"
+            hook = c.get(f"/requests/{a['request_id']}/status", headers=ALICE).json()["webhook"]
+            assert hook["state"] == "delivered" and hook["attempts"] == 2 and hook["last"] == "HTTP 200"
+            assert "token" not in hook["url"]  # query strings may be secrets: shown redacted
+    finally:
+        hooks.close()
+
+
+def test_webhook_of_a_failed_job_and_bounded_retries(tmp_path):
+    c, fake = _fake_client(tmp_path, webhook_retry_s=0.05, webhook_attempts=2)
+    hooks = _Hooks(fail_first=5)
+    try:
+        with c:
+            r = c.post("/t2v", json={"training_data_url": "https://example.com/clips.zip", **SMALL}, headers=ALICE,
+                       params={"fal_webhook": hooks.url})
+            rid = r.json()["request_id"]
+            c.get(f"/requests/{rid}/status", headers=ALICE)
+            fake.jobs[f"ltxtrain-{rid}"] = "FAILED"
+            assert c.get(f"/requests/{rid}/status", headers=ALICE).json()["status"] == "FAILED"
+            c.app.state.service.webhooks.join(10)
+            assert len(hooks.received) == 2 and hooks.received[0]["status"] == "ERROR"
+            assert hooks.received[0]["error"] == "the job failed"
+            hook = c.get(f"/requests/{rid}/status", headers=ALICE).json()["webhook"]
+            assert (hook["state"], hook["attempts"], hook["last"]) == ("failed", 2, "HTTP 500")
+    finally:
+        hooks.close()

@@ -23,6 +23,10 @@ RESOLUTIONS: dict[str, dict[str, tuple[int, int]]] = {
 }
 
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
+# Text caps: a request is a few KB; these bound what a client can make us store, encode and echo back.
+MAX_TEXT_CHARS = 8192  # any string field (URLs included; presigned URLs fit)
+MAX_PROMPT_CHARS = 2000
+MAX_TRIGGER_CHARS = 256
 
 
 def resolution_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
@@ -36,11 +40,11 @@ def snap_frames(n: int) -> int:
 
 class _Strict(BaseModel):
     # Unknown fields are rejected by name: a typo such as "learning_rat" must not silently train with defaults.
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, str_max_length=MAX_TEXT_CHARS)
 
 
 class ValidationPrompt(_Strict):
-    prompt: str
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
     image_url: str | None = None
 
 
@@ -48,7 +52,7 @@ class TrainingRequest(_Strict):
     """Fields shared by every product (t2v spec values where defaults differ)."""
 
     training_data_url: str = Field(min_length=1)
-    trigger_phrase: str = ""
+    trigger_phrase: str = Field("", max_length=MAX_TRIGGER_CHARS)
     rank: Literal[8, 16, 32, 64, 128] = 32
     number_of_steps: int = Field(2000, ge=100, le=20000)
     learning_rate: float = Field(2e-4, ge=1e-6, le=1.0)
@@ -60,7 +64,7 @@ class TrainingRequest(_Strict):
     split_input_into_scenes: bool = True
     split_input_duration_threshold: float = Field(30.0, ge=1.0, le=60.0)
     validation: list[ValidationPrompt] = Field(default_factory=list, max_length=2)
-    validation_negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    validation_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=MAX_PROMPT_CHARS)
     validation_number_of_frames: int = Field(89, ge=9, le=121)
     validation_frame_rate: int = Field(25, ge=8, le=60)
     validation_resolution: Resolution = "high"

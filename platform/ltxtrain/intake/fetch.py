@@ -27,6 +27,7 @@ import urllib.request
 from typing import BinaryIO, Callable
 
 from ..api.errors import RequestError
+from . import url_policy
 from .limits import IntakeLimits, format_bytes
 
 CHUNK = 1 << 20  # bytes per read for local files and HTTP
@@ -114,47 +115,21 @@ def redact_url(url: str) -> str:
 
 
 def _pick_source(url: str, shown: str, limits: IntakeLimits, field: str) -> Callable[[BinaryIO], None]:
-    """Validate the URL up front and return a function that streams its bytes into an open file."""
+    """Validate the URL up front (the shared policy, `url_policy`) and return a function that streams its bytes
+    into an open file. Host names are not resolved here: the connection vets the addresses it dials."""
     try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError as e:
-        raise RequestError.field(field, f"{shown}: not a valid URL ({e})") from None
-    scheme = parts.scheme.lower()
-
-    if scheme in ("", "file") or len(scheme) == 1:  # len 1: a Windows drive letter, i.e. a path
-        if not limits.local_paths_allowed:
-            raise RequestError.field(field, f"{shown}: local paths are not accepted here; give an http(s):// or s3:// URL")
-        if scheme == "file":
-            if parts.netloc not in ("", "localhost"):
-                raise RequestError.field(field, f"{shown}: file:// URLs must name a local file (no host)")
-            path = urllib.request.url2pathname(parts.path)
-        else:
-            path = url
-        return functools.partial(_copy_local, path, limits)
-
-    if scheme in ("http", "https"):
-        if not parts.hostname:
-            raise RequestError.field(field, f"{shown}: the URL has no host")
-        try:
-            parts.port  # noqa: B018  (raises ValueError on a bad port)
-        except ValueError:
-            raise RequestError.field(field, f"{shown}: the URL has an invalid port") from None
-        if not limits.allow_private_addresses:
-            literal = _literal_ip(parts.hostname)
-            if literal is not None and not _is_public(literal):
-                raise RequestError.field(field, f"{shown}: refused: {parts.hostname} is a non-public address")
+        checked = url_policy.check(url, allow_private=limits.allow_private_addresses,
+                                   allow_local=limits.local_paths_allowed)
+    except url_policy.AddressRefused as e:
+        raise RequestError.field(field, f"{shown}: refused: {e}") from None
+    except url_policy.UrlRefused as e:
+        raise RequestError.field(field, f"{shown}: {e}") from None
+    if checked.scheme in ("", "file"):
+        return functools.partial(_copy_local, checked.path, limits)
+    if checked.scheme in ("http", "https"):
         return functools.partial(_copy_http, url, limits)
-
-    if scheme == "s3":
-        rest = url.split("://", 1)[1]
-        bucket, _, key = rest.partition("/")
-        if not bucket or not key or key.endswith("/"):
-            raise RequestError.field(field, f"{shown}: an s3 URL must be s3://bucket/key (the key of one object)")
-        return functools.partial(_copy_s3, bucket, key, limits)
-
-    raise RequestError.field(
-        field, f"{shown}: unsupported URL scheme '{parts.scheme}'; use http(s)://, s3:// or a local path"
-    )
+    bucket, _, key = url.split("://", 1)[1].partition("/")
+    return functools.partial(_copy_s3, bucket, key, limits)
 
 
 # ----------------------------------------------------------------------------------------------------------- copying
@@ -218,7 +193,7 @@ def _copy_local(path: str, limits: IntakeLimits, out: BinaryIO) -> None:
 
 
 def _copy_http(url: str, limits: IntakeLimits, out: BinaryIO) -> None:
-    opener = _http_opener(limits.allow_private_addresses)
+    opener = guarded_opener(limits.allow_private_addresses)
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
     try:
         resp = opener.open(req, timeout=limits.timeout_s)
@@ -301,25 +276,7 @@ def _s3_message(e: Exception) -> str:
 # ------------------------------------------------------------------------------------------- HTTP with address guard
 
 
-def _literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return _is_public(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            return _is_public(ip.sixtofour)
-        if ip.teredo is not None:
-            return _is_public(ip.teredo[1])
-        # NAT64 well-known prefix 64:ff9b::/96 embeds an IPv4 address in the low 32 bits
-        if ip in ipaddress.IPv6Network("64:ff9b::/96"):
-            return _is_public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return ip.is_global and not ip.is_multicast
+_is_public = url_policy.is_public  # the policy's address rule, also applied to every address dialled
 
 
 def _guarded_create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *,
@@ -390,10 +347,15 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https"):
             raise _Abort(f"redirected to an unsupported URL scheme '{scheme}'")
+        try:  # every hop obeys the same policy as the first URL (addresses are vetted when dialled)
+            url_policy.parse(newurl, allow_local=False)
+        except url_policy.UrlRefused as e:
+            raise _Abort(f"redirected to a refused URL: {e}") from None
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _http_opener(allow_private: bool) -> urllib.request.OpenerDirector:
+def guarded_opener(allow_private: bool, follow_redirects: bool = True) -> urllib.request.OpenerDirector:
+    """A urllib opener that dials only vetted addresses (also used by the service to send webhooks)."""
     opener = urllib.request.OpenerDirector()
     handlers = [
         # Environment proxies would dial the proxy rather than the vetted host: only honoured when private hosts
@@ -403,7 +365,7 @@ def _http_opener(allow_private: bool) -> urllib.request.OpenerDirector:
         _HTTPHandler(allow_private),
         _HTTPSHandler(allow_private),
         urllib.request.HTTPDefaultErrorHandler(),
-        _RedirectHandler(),
+        *([_RedirectHandler()] if follow_redirects else []),
         urllib.request.HTTPErrorProcessor(),
     ]
     for h in handlers:
