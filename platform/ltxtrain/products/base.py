@@ -13,7 +13,7 @@ from typing import Annotated, Callable
 from pydantic import Field, create_model
 
 from ..api.errors import ErrorItem, RequestError
-from ..api.schema import TrainingRequest, _Strict
+from ..api.schema import TrainingRequest, ValidationPrompt, _Strict
 from ..conditioning.kinds import (ABSENT, AUTO, FROZEN, GENERATED, Condition, ConditionSet, roles_of,
                                   validation_fields_of)
 
@@ -21,11 +21,12 @@ __all__ = ["Recipe", "FamilyRequest", "FamilyAudioRequest", "validation_entry", 
 
 
 def validation_entry(name: str, conditions: tuple[Condition, ...]) -> type[_Strict]:
-    """The validation-entry model: `prompt` plus every field the conditions need (required or optional)."""
-    fields = {"prompt": (str, ...)}
+    """The validation-entry model: `prompt` (capped, from `ValidationPrompt`) plus every field the conditions need
+    (required or optional)."""
+    fields = {}
     for field_name, (_, required) in validation_fields_of(conditions).items():
         fields[field_name] = (str, Field(min_length=1)) if required else (str | None, None)
-    return create_model(name, __base__=_Strict, **fields)
+    return create_model(name, __base__=ValidationPrompt, **fields)
 
 
 def entries(conditions: tuple[Condition, ...], name: str = "ValidationEntry"):
