@@ -30,7 +30,7 @@ from ..export.model_file import write_sharded
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
-from . import checkpoint
+from . import checkpoint, optim
 from .parallel import (all_mean, broadcast_from_rank0, is_distributed, iter_full_state, shard_transformer,
                        trainable_state_dict)
 
@@ -157,8 +157,14 @@ def load_transformer(cfg: TrainConfig, ctx: WorkerContext, device: torch.device,
         model.requires_grad_(cfg.training_mode == "full")
         if cfg.training_mode != "full":
             attach_lora(model, cfg.rank, cfg.lora_targets)
-        if grad_ckpt:
+        # --- memory levers (train/optim.py) ---
+        if cfg.activation_checkpoint_every:
+            optim.apply_checkpointing(model, cfg.activation_checkpoint_every)
+        elif grad_ckpt:
             model.enable_gradient_checkpointing()
+        if cfg.lora_dtype == "bf16" and cfg.training_mode != "full":
+            optim.cast_trainable(model, torch.bfloat16)
+        # --- end memory levers ---
         return model.train()
 
     if ctx.world_size == 1 or not is_distributed():
@@ -197,7 +203,8 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     load_dtype = torch.bfloat16 if (bf16 and not full) else torch.float32
     transformer = load_transformer(cfg, ctx, device, load_dtype, bf16, grad_ckpt)
     params = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = optim.make_optimizer(params, cfg.optimizer, cfg.learning_rate, cfg.weight_decay,  # train/optim.py
+                                     master_weights=cfg.lora_dtype == "bf16" and not full)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     meta = checkpoint.read_meta(resume_from)
     start_step = 0
