@@ -82,6 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ckpt-every", type=int, default=0,
                     help="checkpoint every k-th block instead (train/optim.py apply_checkpointing; 1 = all)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block (after the FLOP count)")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: no codegen)")
     ap.add_argument("--optimizer", choices=("adamw", "adamw_fused", "adamw8bit"), default="adamw")
     ap.add_argument("--lora-dtype", choices=("fp32", "bf16"), default="fp32",
                     help="bf16: adapters stored in bf16, AdamW on fp32 masters (train/optim.py MasterAdamW)")
@@ -353,7 +354,7 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
     fl = count_flops(transformer, batch, device, autocast) if flops else None
     if opts.get("compile"):  # after the count: its hooks would break the graphs
         for block in transformer.transformer_blocks:
-            block.compile()
+            block.compile(backend=opts.get("compile_backend", "inductor"))
 
     def step() -> float:
         draw = draw_step(batch, gen, 0.0)
