@@ -79,6 +79,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--text-tokens", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on every transformer block")
+    ap.add_argument("--ckpt-every", type=int, default=0,
+                    help="checkpoint every k-th block instead (train/optim.py apply_checkpointing; 1 = all)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each transformer block (after the FLOP count)")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: no codegen)")
+    ap.add_argument("--optimizer", choices=("adamw", "adamw_fused", "adamw8bit"), default="adamw")
+    ap.add_argument("--lora-dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: adapters stored in bf16, AdamW on fp32 masters (train/optim.py MasterAdamW)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
@@ -159,17 +166,20 @@ def load_transformer(opts: dict, device: torch.device):
 def prepare_training(transformer, opts: dict, device: torch.device) -> list[torch.nn.Parameter]:
     from ltxtrain.models.lora import AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS, attach_lora
 
+    from ltxtrain.train.optim import apply_checkpointing, cast_trainable
+
     if opts["mode"] == "lora":
         targets = list(VIDEO_TARGETS)
         if opts["targets"] == "av":
             targets += AUDIO_TARGETS + CROSS_MODAL_TARGETS
         attach_lora(transformer, opts["rank"], targets)
-        for p in transformer.parameters():  # LoRA weights and their optimizer state in fp32, the frozen base in bf16
-            if p.requires_grad:
-                p.data = p.data.float()
+        # LoRA weights in fp32 (or bf16 with fp32 masters in the optimizer), the frozen base in bf16
+        cast_trainable(transformer, torch.bfloat16 if opts.get("lora_dtype") == "bf16" else torch.float32)
     else:
         transformer.requires_grad_(True)
-    if opts["grad_ckpt"]:
+    if opts.get("ckpt_every"):
+        apply_checkpointing(transformer, opts["ckpt_every"])
+    elif opts["grad_ckpt"]:
         transformer.enable_gradient_checkpointing()
     transformer.to(device).train()
     return [p for p in transformer.parameters() if p.requires_grad]
@@ -280,6 +290,40 @@ def peak_memory_gib(device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "ru_maxrss (process RSS high-water mark)"
 
 
+def tensor_bytes(obj) -> int:
+    """Bytes of every distinct tensor in a (nested) optimizer state."""
+    seen, total, stack = set(), 0, [obj]
+    while stack:
+        x = stack.pop()
+        if torch.is_tensor(x):
+            if x.data_ptr() not in seen:
+                seen.add(x.data_ptr())
+                total += x.numel() * x.element_size()
+        elif isinstance(x, dict):
+            stack += list(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack += list(x)
+    return total
+
+
+def saved_activation_bytes(step) -> int:
+    """Run one step while counting the distinct tensors autograd keeps for the backward (checkpointed blocks keep
+    only their inputs: their own saved tensors go through the checkpoint's hooks, not these)."""
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.data_ptr(), t.numel(), t.dtype)
+        if key not in seen and t.device.type != "meta":
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return total
+
+
 def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True, wrap=None) -> dict:
     """Build the model, run warm-up + timed steps; `wrap` (e.g. shard_transformer) is applied after LoRA."""
     from ltxtrain.train.loop import draw_step, flow_loss
@@ -299,12 +343,18 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
     cfg = transformer.config
     weights_gib = (torch.cuda.memory_allocated(device) / 2**30) if device.type == "cuda" else None
     autocast = device.type == "cuda" or resolve_dtype(opts) == torch.bfloat16
-    optimizer = torch.optim.AdamW(params, lr=opts["lr"], weight_decay=0.01)
+    from ltxtrain.train.optim import make_optimizer
+
+    optimizer = make_optimizer(params, opts.get("optimizer", "adamw"), opts["lr"], 0.01,
+                               master_weights=opts.get("lora_dtype") == "bf16" and opts["mode"] == "lora")
     geo = geometry(opts, cfg)
     batch = make_batch(opts, cfg, geo)
     gen = torch.Generator().manual_seed(opts["seed"] + 1)
 
     fl = count_flops(transformer, batch, device, autocast) if flops else None
+    if opts.get("compile"):  # after the count: its hooks would break the graphs
+        for block in transformer.transformer_blocks:
+            block.compile(backend=opts.get("compile_backend", "inductor"))
 
     def step() -> float:
         draw = draw_step(batch, gen, 0.0)
@@ -318,8 +368,9 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
         return loss.item()
 
     times, losses = [], []
+    saved = saved_activation_bytes(step) if opts["warmup"] > 0 else None  # counts as the first warm-up step
     run_start = time.perf_counter()
-    for i in range(opts["warmup"] + opts["steps"]):
+    for i in range(int(saved is not None), opts["warmup"] + opts["steps"]):
         _sync(device)
         t = time.perf_counter()
         losses.append(step())
@@ -341,6 +392,11 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
         "step_s_min": min(times), "step_s_median": statistics.median(times), "step_s_mean": statistics.fmean(times),
         "step_times": times, "loss_first": losses[0], "loss_last": losses[-1],
         "peak_mem_gib": peak, "peak_mem_kind": peak_kind, "weights_gib": weights_gib,
+        "compile": bool(opts.get("compile")), "ckpt_every": opts.get("ckpt_every", 0),
+        "optimizer": opts.get("optimizer", "adamw"), "lora_dtype": opts.get("lora_dtype", "fp32"),
+        "saved_activations_gib": None if saved is None else saved / 2**30,
+        "optimizer_state_mib": tensor_bytes(optimizer.state) / 2**20,
+        "trainable_mib": sum(p.numel() * p.element_size() for p in params) / 2**20,
         "loadavg_1m": os.getloadavg()[0],
     }
     if fl is not None:
@@ -459,6 +515,11 @@ def report(res: dict, ray_res: dict | None) -> None:
           f"(model build {res['build_s']:.1f} s)")
     extra = f" (weights + LoRA after build: {res['weights_gib']:.2f} GiB)" if res["weights_gib"] is not None else ""
     print(f"peak memory     {res['peak_mem_gib']:.2f} GiB [{res['peak_mem_kind']}]{extra}")
+    acts = "n/a" if res["saved_activations_gib"] is None else f"{res['saved_activations_gib']:.3f} GiB"
+    ckpt = f"every {res['ckpt_every']} blocks" if res["ckpt_every"] else ("all blocks" if res["grad_ckpt"] else "off")
+    print(f"memory levers   saved activations {acts} (checkpointing {ckpt}); optimizer {res['optimizer']} state "
+          f"{res['optimizer_state_mib']:.2f} MiB; trainable weights {res['trainable_mib']:.2f} MiB "
+          f"({res['lora_dtype']}); torch.compile blocks {'on' if res['compile'] else 'off'}")
     if "step_tflop" in res:
         fl = res["flops"]
         line = (f"FLOPs/step      {_si(fl['step'])}FLOP = fwd {_si(fl['fwd'])}(frozen linear "

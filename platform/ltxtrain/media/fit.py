@@ -1,17 +1,21 @@
 """Fit a clip to the training shape: resample to the target rate, keep N frames, scale to fill, center-crop.
 
 Times are seconds on the *source timeline*: 0 is the video stream's start, the same origin scene detection uses.
-Resizing uses swscale through PyAV (`VideoFrame.reformat`), measured 6-7x faster than torch resizing.
+Resizing uses swscale through PyAV, measured 6-7x faster than torch resizing; `_Fitter` scales only the source
+window the crop keeps and outputs planar RGB, 4-5x cheaper again than a full-frame packed-RGB scale, with the same
+pixels within swscale's rounding (tests/test_fit_quality.py).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import av
+import cv2
 import numpy as np
-from av.video.reformatter import Interpolation
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from .probe import MediaError, open_container, probe
 
@@ -73,28 +77,89 @@ def crop_box(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, 
     return sw, sh, (sw - dst_w) // 2, (sh - dst_h) // 2
 
 
-class _Fitter:
-    """Converts decoded frames to cropped RGB arrays; the layout follows the frame's size, SAR and rotation."""
+RATIO_CAP = 1 / 64
 
-    def __init__(self, spec: FitSpec, sar):
-        self.spec, self.sar, self.key, self.plan = spec, sar, None, None
+
+def _axis_plan(src_len: int, scaled_len: int, off: int, length: int):
+    """Source crop [a, e) and its scaled size m, and where the wanted window starts in it: (a, e, m, c).
+
+    swscale maps output pixel centre j to source (j + 0.5) * src_len / scaled_len - 0.5. Scaling only [a, e) to m
+    pixels keeps that map exactly when a and e land on whole scaled pixels (a * scaled_len / src_len integer), so
+    the window comes out as the full-frame scale would give it, at a fraction of the work. a and e are even
+    (4:2:0 chroma stays aligned), leave the scaler's kernel its full support inside the picture, and are found by
+    search; a whole-pixel error under `ratio_cap` scaled pixels (swscale's own fixed-point error is ~1/100) counts.
+    """
+    r = src_len / scaled_len
+    margin = 3 * max(1.0, r) + 2  # bicubic support: 2 source px, widened by the ratio when shrinking
+    lo = int(math.floor(off * r - margin))
+    hi = int(math.ceil((off + length) * r + margin))
+
+    def on_grid(x: int) -> bool:
+        rem = (x * scaled_len) % src_len
+        return min(rem, src_len - rem) <= RATIO_CAP * src_len
+
+    a = next((x for x in range(lo - lo % 2, 0, -2) if on_grid(x)), 0) if lo > 0 else 0
+    e = next((x for x in range(hi + hi % 2, src_len, 2) if on_grid(x)), src_len) if hi < src_len else src_len
+    a_s, e_s = round(a * scaled_len / src_len), round(e * scaled_len / src_len)
+    return a, e, e_s - a_s, off - a_s
+
+
+class _Fitter:
+    """Converts decoded frames to cropped RGB arrays; the layout follows the frame's size, SAR and rotation.
+
+    Per frame: crop the source to the part the output window needs (a zero-copy libavfilter `crop`), scale it and
+    convert to planar RGB in one swscale pass (gbrp: swscale's fast path, ~5x faster than packed rgb24 at the same
+    bicubic filter), then pick the window out of the planes. The sws context and filter graph are kept per layout.
+    """
+
+    def __init__(self, spec: FitSpec, sar, threads: int = 1):
+        self.spec, self.sar, self.threads = spec, sar, threads
+        self.key, self.plan, self.graph = None, None, None
+        self.sws = VideoReformatter()
+
+    def _make_plan(self, frame: av.VideoFrame, rot: int) -> None:
+        disp_w = frame.width * (float(self.sar) if self.sar else 1.0)  # non-square pixels
+        disp = (int(round(disp_w)), frame.height)
+        if rot % 2:
+            disp = disp[::-1]
+        sw, sh, x0, y0 = crop_box(*disp, self.spec.width, self.spec.height)
+        rw, rh = (sh, sw) if rot % 2 else (sw, sh)  # scaled size in the frame's stored orientation
+        # The display window [y0:y0+H, x0:x0+W] of rot90(scaled, rot), as a rectangle of the stored picture.
+        corners = np.rot90(np.arange(rw * rh).reshape(rh, rw), rot)[[y0, y0, y0 + self.spec.height - 1],
+                                                                    [x0, x0 + self.spec.width - 1, x0]]
+        rows, cols = corners // rw, corners % rw
+        wy, wx = int(rows.min()), int(cols.min())
+        wh, ww = int(rows.max()) - wy + 1, int(cols.max()) - wx + 1
+        ax, ex, mw, cx = _axis_plan(frame.width, rw, wx, ww)
+        ay, ey, mh, cy = _axis_plan(frame.height, rh, wy, wh)
+        self.graph = None
+        if (ax, ay, ex, ey) != (0, 0, frame.width, frame.height):
+            g = av.filter.Graph()
+            src = g.add_buffer(template=frame)
+            crop = g.add("crop", f"w={ex - ax}:h={ey - ay}:x={ax}:y={ay}:exact=1")
+            sink = g.add("buffersink")
+            src.link_to(crop)
+            crop.link_to(sink)
+            g.configure()
+            self.graph = g
+        self.plan = (rot, mw, mh, slice(cy, cy + wh), slice(cx, cx + ww))
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         rot = int(round((frame.rotation or 0) / 90)) % 4  # quarter turns counter-clockwise
-        key = (frame.width, frame.height, rot)
+        key = (frame.width, frame.height, frame.format.name, rot)
         if key != self.key:
-            disp_w = frame.width * (float(self.sar) if self.sar else 1.0)  # non-square pixels
-            disp = (int(round(disp_w)), frame.height)
-            if rot % 2:
-                disp = disp[::-1]
-            sw, sh, x0, y0 = crop_box(*disp, self.spec.width, self.spec.height)
-            self.key, self.plan = key, (rot, (sh, sw) if rot % 2 else (sw, sh), x0, y0)
-        rot, (rw, rh), x0, y0 = self.plan
-        # threads=1: swscale's own threads did not help here, and Ray already runs one worker per core.
-        img = frame.reformat(width=rw, height=rh, format="rgb24", interpolation=_INTERP, threads=1).to_ndarray()
-        if rot:
-            img = np.rot90(img, rot)
-        return img[y0:y0 + self.spec.height, x0:x0 + self.spec.width]
+            self._make_plan(frame, rot)
+            self.key = key
+        rot, mw, mh, ys, xs = self.plan
+        if self.graph is not None:
+            self.graph.push(frame)
+            frame = self.graph.pull()
+        # threads=1 by default: Ray runs one task per core; more only when the task was given more cores.
+        scaled = self.sws.reformat(frame, width=mw, height=mh, format="gbrp", interpolation=_INTERP,
+                                   threads=self.threads)
+        planes = [np.frombuffer(p, np.uint8).reshape(mh, p.line_size)[ys, xs] for p in scaled.planes]
+        img = cv2.merge(planes[2:] + planes[:2])  # gbrp planes are G, B, R; cv2 interleaves 3x faster than numpy
+        return np.rot90(img, rot) if rot else img
 
 
 def _origin(vs) -> float:
@@ -135,8 +200,17 @@ def fill_shown_frames(container, vs, times: np.ndarray, out: np.ndarray, fit, fa
     return idx, prev, prev_t, prev_img
 
 
+def scale_threads() -> int:
+    """swscale threads for this process: the cores Ray gave the task (Ray sets OMP_NUM_THREADS to its num_cpus),
+    else 1, so one decode task per core does not oversubscribe."""
+    try:
+        return max(1, min(8, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    except ValueError:
+        return 1
+
+
 def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
-                   auto_scale: bool = False) -> np.ndarray:
+                   auto_scale: bool = False, threads: int | None = None) -> np.ndarray:
     path = str(path)
     if window is None:
         window = TimeWindow(0.0, probe(path).duration)
@@ -149,7 +223,7 @@ def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"  # frame+slice threads: decoding is the other half of the cost
         src_fps = float(vs.average_rate or vs.guessed_rate or 0) or None
-        fit = _Fitter(spec, vs.sample_aspect_ratio)
+        fit = _Fitter(spec, vs.sample_aspect_ratio, scale_threads() if threads is None else threads)
         try:
             idx, prev, prev_t, prev_img = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
         except av.FFmpegError as e:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+OPTIMIZERS = ("adamw", "adamw_fused", "adamw8bit")  # see train/optim.py
+
 
 @dataclass
 class TrainConfig:
@@ -33,6 +35,20 @@ class TrainConfig:
     max_shard_bytes: int = 5 * 1024**3  # full fine-tunes: the largest safetensors file written
     init_lora: str | None = None  # normalised LoRA (peft keys) the adapters start from; a path or storage URI
     fail_at_step: int | None = None  # test hook: the last rank's process exits at this step (first attempt only)
+    # memory levers (train/optim.py)
+    optimizer: str = "adamw"  # "adamw" | "adamw_fused" | "adamw8bit" (bitsandbytes)
+    activation_checkpoint_every: int = 0  # k >= 1: recompute every k-th block (overrides gradient_checkpointing)
+    lora_dtype: str = "fp32"  # "bf16": adapters stored in bf16, AdamW on fp32 masters + moments
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lora_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"lora_dtype must be 'fp32' or 'bf16', got {self.lora_dtype!r}")
+        if self.lora_dtype == "bf16" and self.optimizer == "adamw8bit":
+            raise ValueError("lora_dtype 'bf16' keeps fp32 masters in AdamW state: use adamw or adamw_fused")
+        if self.activation_checkpoint_every < 0:
+            raise ValueError("activation_checkpoint_every must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)

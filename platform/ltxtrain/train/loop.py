@@ -20,7 +20,7 @@ from ..encode.cache import LatentCache
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
 from .data import Batch, CacheReader, StepSampler
-from . import checkpoint
+from . import checkpoint, optim
 from .final import LORA_FILE, MODEL_DIR, REEL_FILE, write_final  # noqa: F401  (the run's output names)
 from .model import load_transformer
 from .parallel import all_mean, is_distributed
@@ -177,7 +177,8 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     load_dtype = torch.bfloat16 if (bf16 and not full) else torch.float32
     transformer = load_transformer(cfg, ctx, device, load_dtype, bf16, grad_ckpt)
     params = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = optim.make_optimizer(params, cfg.optimizer, cfg.learning_rate, cfg.weight_decay,  # train/optim.py
+                                     master_weights=cfg.lora_dtype == "bf16" and not full)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     meta = checkpoint.read_meta(resume_from)
     start_step = 0

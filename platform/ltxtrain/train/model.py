@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from . import optim
 from .config import TrainConfig
 from .parallel import broadcast_from_rank0, is_distributed, shard_transformer
 
@@ -26,8 +27,13 @@ def load_transformer(cfg: TrainConfig, ctx, device: torch.device, dtype: torch.d
         model.requires_grad_(cfg.training_mode == "full")
         if cfg.training_mode != "full":
             attach_lora(model, cfg.rank, cfg.lora_targets)
-        if grad_ckpt:
+        # memory levers (train/optim.py): checkpoint every k-th block, bf16 adapters with fp32 optimizer state
+        if cfg.activation_checkpoint_every:
+            optim.apply_checkpointing(model, cfg.activation_checkpoint_every)
+        elif grad_ckpt:
             model.enable_gradient_checkpointing()
+        if cfg.lora_dtype == "bf16" and cfg.training_mode != "full":
+            optim.cast_trainable(model, torch.bfloat16)
         return model.train()
 
     def adapt_loaded(model):  # the one process that reads the weights file
