@@ -210,23 +210,27 @@ def make_batch(opts: dict, cfg, geo: dict):
     # transformer's own caption projections
     dv, da = ((cfg.caption_channels, cfg.caption_channels) if cfg.get("use_prompt_embeddings", True)
               else (cfg.cross_attention_dim, cfg.audio_cross_attention_dim))
-    return Batch(
-        latents=torch.randn(b, c, f, h, w, generator=g),
-        text_video=torch.randn(b, t, dv, generator=g),
-        text_audio=torch.randn(b, t, da, generator=g),
-        text_mask=torch.ones(b, t),
-        fps=float(opts["fps"]),
-        names=["bench"] * b,
-        reference=torch.randn(b, c, f, h // d, w // d, generator=g) if opts["ic_lora"] else None,
-        ref_spatial=d,
-        audio=torch.randn(b, geo["audio_tokens"], cfg.audio_in_channels, generator=g) if opts["audio"] else None,
-    )
+    cols = {"latents": torch.randn(b, c, f, h, w, generator=g)}
+    text = (torch.randn(b, t, dv, generator=g), torch.randn(b, t, da, generator=g))
+    if opts["ic_lora"]:
+        cols["reference"] = torch.randn(b, c, f, h // d, w // d, generator=g)
+    if opts["audio"]:
+        cols["audio"] = torch.randn(b, geo["audio_tokens"], cfg.audio_in_channels, generator=g)
+    return Batch(cols, text[0], text[1], text_mask=torch.ones(b, t), fps=float(opts["fps"]), names=["bench"] * b)
+
+
+def bench_conditions(opts: dict):
+    """The recipe's conditions as the workers receive them: an IC-LoRA reference, joint audio."""
+    from ltxtrain.conditioning.kinds import ABSENT, GENERATED, ConditionSet, ReferenceVideo
+
+    items = (ReferenceVideo(spatial=opts["ref_downscale"], temporal=1),) if opts["ic_lora"] else ()
+    return ConditionSet(audio=GENERATED if opts["audio"] else ABSENT, items=items)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # FLOPs
 # ---------------------------------------------------------------------------------------------------------------------
-def count_flops(transformer, batch, device, autocast: bool) -> dict:
+def count_flops(transformer, batch, device, autocast: bool, conditions) -> dict:
     """FLOPs of one training step, counted by hooks during one forward with autograd on (no backward).
 
     Linear: forward 2*in*out per token; backward adds 2*in*out per token for the input gradient if the input
@@ -264,10 +268,10 @@ def count_flops(transformer, batch, device, autocast: bool) -> dict:
         elif isinstance(m, LTX2Attention):
             handles.append(m.register_forward_hook(attn_hook, with_kwargs=True))
     try:
-        draw = draw_step(batch, torch.Generator().manual_seed(1), 0.0)
+        draw = draw_step(batch, torch.Generator().manual_seed(1), conditions)
         amp = device.type if device.type in ("cuda", "cpu") else "cpu"  # meta: shapes only, autocast off
         with torch.enable_grad(), torch.autocast(amp, dtype=torch.bfloat16, enabled=autocast):
-            out = flow_loss(transformer, batch, draw, device)  # graph dropped unused: no backward
+            out = flow_loss(transformer, batch, draw, device, conditions)  # graph dropped unused: no backward
         del out
     finally:
         for h in handles:
@@ -351,15 +355,17 @@ def run_bench(opts: dict, device: torch.device | None = None, flops: bool = True
     batch = make_batch(opts, cfg, geo)
     gen = torch.Generator().manual_seed(opts["seed"] + 1)
 
-    fl = count_flops(transformer, batch, device, autocast) if flops else None
+    fl = count_flops(transformer, batch, device, autocast, bench_conditions(opts)) if flops else None
     if opts.get("compile"):  # after the count: its hooks would break the graphs
         for block in transformer.transformer_blocks:
             block.compile(backend=opts.get("compile_backend", "inductor"))
 
+    conditions = bench_conditions(opts)
+
     def step() -> float:
-        draw = draw_step(batch, gen, 0.0)
+        draw = draw_step(batch, gen, conditions)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            parts = flow_loss(transformer, batch, draw, device)
+            parts = flow_loss(transformer, batch, draw, device, conditions)
             loss = sum(v.mean() for v in parts.values())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -419,7 +425,7 @@ def flops_only(opts: dict) -> dict:
     cfg = transformer.config
     geo = geometry(opts, cfg)
     autocast = device.type == "cpu" and resolve_dtype(opts) == torch.bfloat16
-    fl = count_flops(transformer, make_batch(opts, cfg, geo), device, autocast)
+    fl = count_flops(transformer, make_batch(opts, cfg, geo), device, autocast, bench_conditions(opts))
     # recomputed forward under gradient checkpointing: every block's forward runs twice
     return {"model": opts["model"], "layers": cfg.num_layers, "mode": opts["mode"], "grad_ckpt": opts["grad_ckpt"],
             "geometry": f"{opts['width']}x{opts['height']}x{opts['frames']}@{opts['fps']:g}", **geo,

@@ -103,6 +103,7 @@ def test_config_rejects_unknown_levers(tmp_path):
 def test_checkpointed_blocks_recompute_and_give_the_same_gradients(tiny_model):
     from ltxtrain.models.bundle import load_components
     from ltxtrain.train.data import Batch
+    from ltxtrain.conditioning.kinds import ConditionSet
     from ltxtrain.train.loop import draw_step, flow_loss
 
     def grads(every: int):
@@ -112,10 +113,11 @@ def test_checkpointed_blocks_recompute_and_give_the_same_gradients(tiny_model):
             b.register_forward_pre_hook(lambda m, a, i=i: calls.__setitem__(i, calls[i] + 1))
         chosen = apply_checkpointing(model, every)
         g = torch.Generator().manual_seed(0)
-        batch = Batch(latents=torch.randn(1, 8, 2, 4, 6, generator=g), text_video=torch.randn(1, 32, 32, generator=g),
-                      text_audio=torch.randn(1, 32, 16, generator=g), text_mask=torch.ones(1, 32), fps=25.0,
-                      names=["x"])
-        loss = sum(v.mean() for v in flow_loss(model, batch, draw_step(batch, g, 0.0), torch.device("cpu")).values())
+        batch = Batch({"latents": torch.randn(1, 8, 2, 4, 6, generator=g)}, torch.randn(1, 32, 32, generator=g),
+                      torch.randn(1, 32, 16, generator=g), text_mask=torch.ones(1, 32), fps=25.0, names=["x"])
+        no_conditions = ConditionSet()
+        loss = sum(v.mean() for v in flow_loss(model, batch, draw_step(batch, g, no_conditions), torch.device("cpu"),
+                                               no_conditions).values())
         loss.backward()
         return chosen, calls, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
