@@ -154,3 +154,34 @@ def test_a_checkpoint_from_another_lora_config_is_refused(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="LoRA rank"):  # rank 8 adapters cannot take rank 4 shards silently
         run_worker(config(tiny_model, cache, steps=10, rank=8), WorkerContext(), lambda m, d: None,
                    resume_from=saved["dir"])
+
+
+def _timestep_worker(rank, world, port, cfg_dict, out):
+    from ltxtrain.conditioning.tokens import TextContext, predict, video_tokens
+    from ltxtrain.train.loop import WorkerContext, load_transformer
+
+    _init(rank, world, port)
+    model = load_transformer(TrainConfig.from_dict(cfg_dict), WorkerContext(rank, world, rank), torch.device("cpu"),
+                             torch.float32, bf16=True, grad_ckpt=False)
+    seen = {}
+    model.time_embed.register_forward_pre_hook(lambda m, args: seen.setdefault("timestep", args[0].detach()))
+    g = torch.Generator().manual_seed(0)
+    tokens = video_tokens(model.rope, torch.randn(1, 8, 2, 4, 6, generator=g), torch.tensor([0.7373]), 25.0,
+                          noise=torch.randn(1, 48, 8, generator=g))
+    text = TextContext(torch.randn(1, 32, 32, generator=g), torch.randn(1, 32, 16, generator=g), torch.ones(1, 32))
+    with torch.no_grad():  # no autocast, as the probe loss and previews run: fp32 masters, bf16 compute
+        out_video = predict(model, tokens, text)
+    torch.save({"timestep": seen["timestep"], "finite": bool(torch.isfinite(out_video).all())}, f"{out}.{rank}")
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_sharded_bf16_transformer_receives_fp32_timesteps(tiny_model, tmp_path, mode):
+    """FSDP2 casts a module's floating inputs to its param dtype by default; the root must not, or the timesteps
+    reach the sharded transformer rounded to bf16 (737.3 -> 736) unlike in one process and in Lightricks' runtime."""
+    cfg = config(tiny_model, str(tmp_path), training_mode=mode)
+    _spawn(_timestep_worker, cfg.to_dict(), str(tmp_path / "t"))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"t.{rank}")
+        assert got["finite"]
+        assert got["timestep"].dtype == torch.float32
+        assert torch.allclose(got["timestep"], torch.full_like(got["timestep"], 737.3), rtol=0, atol=1e-3)

@@ -290,7 +290,8 @@ def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioToke
     from ..models import cross_modal
 
     cross_modal.ensure(transformer)
-    dt = transformer.dtype
+    # FSDP-sharded models record the dtype they gather their weights in (train/parallel.set_compute_dtype)
+    dt = transformer.__dict__.get("compute_dtype") or transformer.dtype
     b = video.hidden.shape[0]
     device = video.hidden.device
     cfg = transformer.config

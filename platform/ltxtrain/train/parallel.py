@@ -28,8 +28,19 @@ def shard_transformer(transformer: nn.Module, bf16: bool) -> nn.Module:
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
     for block in transformer.transformer_blocks:
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
-    fully_shard(transformer, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+    # The root must not cast its inputs: timesteps, sigmas and RoPE coordinates reach the transformer in fp32, as in
+    # Lightricks' runtime (bf16 rounds 737.3 to 736). `predict` casts the hidden states to the compute dtype itself.
+    root = MixedPrecisionPolicy(param_dtype=mp.param_dtype, reduce_dtype=mp.reduce_dtype, cast_forward_inputs=False)
+    fully_shard(transformer, mesh=mesh, mp_policy=root, reshard_after_forward=True)
+    if bf16:
+        set_compute_dtype(transformer, torch.bfloat16)
     return transformer
+
+
+def set_compute_dtype(transformer: nn.Module, dtype: torch.dtype) -> None:
+    """Record the dtype the sharded transformer computes in (its parameters are fp32 masters or bf16 shards; FSDP
+    gathers them as `dtype`); `conditioning.tokens.predict` casts the hidden states to it."""
+    transformer.__dict__["compute_dtype"] = dtype
 
 
 def broadcast_from_rank0(model: nn.Module, full_state: dict[str, torch.Tensor] | None) -> None:
