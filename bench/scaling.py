@@ -95,6 +95,7 @@ def run_preprocess(samples, args, model_dir: str, cache_dir: str, actors: int, u
 
 
 def run_train(args, model_dir: str, cache_dir: str, workers: int, use_gpu: bool, work: str) -> dict:
+    from ltxtrain import metrics_file
     from ltxtrain.models.lora import VIDEO_TARGETS
     from ltxtrain.train.config import TrainConfig
     from ltxtrain.train.run import run_training
@@ -107,9 +108,7 @@ def run_train(args, model_dir: str, cache_dir: str, workers: int, use_gpu: bool,
     outcome = run_training(cfg, os.path.join(work, f"out_{workers}"), workers, use_gpu,
                            storage_path=os.path.join(work, "ray_results"), name=f"bench-scaling-{workers}")
     fit_s = time.perf_counter() - t
-    with open(metrics) as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    by_step = {r["step"]: r for r in rows}
+    by_step = {r["step"]: r for r in metrics_file.read_rows(metrics)}
     first, last = by_step[args.warmup], by_step[args.steps]
     steps_per_s = (last["step"] - first["step"]) / (last["elapsed"] - first["elapsed"])
     return {"workers": workers, "steps_per_s": steps_per_s,

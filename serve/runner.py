@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shlex
 import threading
 import time
 from pathlib import Path
+
+from ltxtrain import metrics_file
 
 from .config import ServeConfig
 from .store import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, JobRecord, JobStore
@@ -286,7 +287,7 @@ class Runner:
             from ltxtrain.products import get_recipe
 
             total = get_recipe(job.endpoint).parse(job.request).number_of_steps
-        last = last_metrics(out / "metrics.jsonl")
+        last = metrics_file.last_row(out / "metrics.jsonl")
         info = {"step": 0, "total": int(total), "loss": None}
         if job.submitted_at is None:
             phase = "starting"
@@ -341,42 +342,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def last_metrics(path: Path) -> dict | None:
-    """The last complete row of metrics.jsonl (a row being written is ignored)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 65536))
-            tail = fh.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return None
-    for line in reversed(tail.splitlines()):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            return row
-    return None
-
-
-def read_metrics(path: Path, limit: int = 10_000) -> list[dict]:
-    rows = []
-    try:
-        with open(path) as fh:
-            for line in fh:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-                if len(rows) >= limit:
-                    break
-    except FileNotFoundError:
-        pass
-    return rows
 
 
 def failure_from(job: JobRecord, ray_message: str | None) -> dict:

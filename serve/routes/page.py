@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
+from ltxtrain import metrics_file
 
 from .. import page
-from ..runner import read_metrics
 from ..service import Service
 from ..store import COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE
 
@@ -40,7 +40,7 @@ def router(svc: Service) -> APIRouter:
                 "detail": detail, "outputs": [(f["file_name"], f["url"]) for f in outs.values() if f],
                 "video": (outs.get("video") or {}).get("url"), "resumed": job.attempt,
                 "resume_url": svc.resume_url(base, job),
-                "metrics": read_metrics(Path(job.out_dir) / "metrics.jsonl", limit=2000),
+                "metrics": metrics_file.read_rows(Path(job.out_dir) / "metrics.jsonl", limit=2000),
             })
         return HTMLResponse(page.jobs_page(user, jobs))
 

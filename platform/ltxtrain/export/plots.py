@@ -7,9 +7,10 @@ run) keeps its last value. Long noisy runs draw the raw values faintly under an 
 
 from __future__ import annotations
 
-import json
 import math
 import os
+
+from .. import metrics_file
 
 SERIES = (("loss", (31, 119, 180)), ("loss_video", (255, 127, 14)), ("loss_audio", (44, 160, 44)))
 _SMOOTH_ABOVE = 50  # points per series beyond which an EMA is drawn over the faint raw curve
@@ -18,28 +19,14 @@ _SMOOTH_ABOVE = 50  # points per series beyond which an EMA is drawn over the fa
 def read_series(metrics_jsonl: str) -> dict[str, list[tuple[float, float]]]:
     """{series: [(step, value), ...] sorted by step} for the series in SERIES that have any finite value."""
     data: dict[str, dict[float, float]] = {k: {} for k, _ in SERIES}
-    try:
-        fh = open(metrics_jsonl, encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    with fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(row, dict):
-                continue
-            step = row.get("step")
-            if not isinstance(step, (int, float)) or isinstance(step, bool) or not math.isfinite(step):
-                continue
-            for key, _ in SERIES:
-                v = row.get(key)
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    data[key][float(step)] = float(v)
+    for row in metrics_file.read_rows(metrics_jsonl):
+        step = row.get("step")
+        if not isinstance(step, (int, float)) or isinstance(step, bool) or not math.isfinite(step):
+            continue
+        for key, _ in SERIES:
+            v = row.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                data[key][float(step)] = float(v)
     return {k: sorted(v.items()) for k, v in data.items() if v}
 
 

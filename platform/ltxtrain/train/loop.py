@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import os
 import tempfile
@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .. import metrics_file
 from ..conditioning.timesteps import sample_sigmas
 from ..conditioning.kinds import ConditionSet
 from ..conditioning.tokens import TextContext, assemble, masked_mse, predict
@@ -201,7 +202,8 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
 
     probe_start = meta["probe_start"] if meta else probe(transformer, device)
     if log is None:
-        log = _append_to(cfg.metrics_path) if (rank == 0 and cfg.metrics_path) else (lambda row: None)
+        to_file = rank == 0 and cfg.metrics_path
+        log = functools.partial(metrics_file.append, cfg.metrics_path) if to_file else (lambda row: None)
     items = [ValidationItem(**v) for v in cfg.validation]
     decoders = _load_decoders(cfg.model_dir, items, device) if (items and rank == 0) else None
     bar = _progress(cfg, start_step) if rank == 0 else None
@@ -260,14 +262,6 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     if is_distributed():
         torch.distributed.barrier()
     return final
-
-
-def _append_to(path: str) -> Callable[[dict], None]:
-    def write(row: dict) -> None:
-        with open(path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-    return write
 
 
 def train_loop_per_worker(config: dict) -> None:

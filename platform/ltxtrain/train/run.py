@@ -7,6 +7,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from .. import metrics_file
 from .config import TrainConfig
 from .final import LORA_FILE, MODEL_DIR, REEL_FILE
 from .loop import train_loop_per_worker
@@ -36,24 +37,13 @@ def metrics_file_callback(path: str):
             if row is None:
                 return
             if self.last_step is None:
-                self.last_step = max((r["step"] for r in _read_rows(path)), default=0)
+                self.last_step = metrics_file.last_step(path)
             if row["step"] <= self.last_step:
-                kept = [r for r in _read_rows(path) if r["step"] < row["step"]]
-                with open(path + ".tmp", "w") as fh:
-                    fh.writelines(json.dumps(r) + "\n" for r in kept)
-                os.replace(path + ".tmp", path)
-            with open(path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+                metrics_file.truncate_from(path, row["step"])
+            metrics_file.append(path, row)
             self.last_step = row["step"]
 
     return MetricsFile()
-
-
-def _read_rows(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool, storage_path: str,
