@@ -15,7 +15,6 @@ import os
 import tempfile
 import threading
 import uuid
-from fractions import Fraction
 from typing import Literal
 
 import numpy as np
@@ -86,36 +85,17 @@ def parse_inference_request(payload) -> InferenceRequest:
 def encode_mp4(frames: np.ndarray, fps: float, audio: np.ndarray | None = None, sample_rate: int = 48000) -> bytes:
     """RGB frames [F, H, W, 3] (float in [0, 1] or uint8) and optional audio [channels, samples] (float in
     [-1, 1]) → mp4 bytes: H.264 (MPEG-4 part 2 if this PyAV lacks libx264) + AAC."""
-    import av
+    from ltxtrain.media.mp4 import write_mp4
 
     if frames.dtype != np.uint8:
         frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    n, h, w, _ = frames.shape
+    if audio is not None and audio.size:
+        audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+        audio = audio[None] if audio.ndim == 1 else audio
+    else:
+        audio = None
     buf = io.BytesIO()
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(buf, "w", format="mp4") as out:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        vs = out.add_stream(codec, rate=rate)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        if codec == "libx264":
-            vs.options = {"crf": "18", "preset": "veryfast"}
-        aus = None
-        if audio is not None and audio.size:
-            audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).astype(np.float32))
-            if audio.ndim == 1:
-                audio = audio[None]
-            aus = out.add_stream("aac", rate=int(sample_rate), layout="stereo" if audio.shape[0] == 2 else "mono")
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
-            frame.pts = i
-            out.mux(vs.encode(frame))
-        out.mux(vs.encode())
-        if aus is not None:
-            af = av.AudioFrame.from_ndarray(audio, format="fltp", layout=aus.layout.name)
-            af.sample_rate = int(sample_rate)
-            af.pts = 0
-            out.mux(aus.encode(af))
-            out.mux(aus.encode())
+    write_mp4(buf, frames, fps, audio, int(sample_rate))
     return buf.getvalue()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from fractions import Fraction
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -78,85 +77,29 @@ def _render(t: float, scene: int, seed: int, width: int, height: int, grid) -> n
     return img
 
 
-def _open_video_stream(out, fps: float, width: int, height: int):
-    import av
-
-    if width % 2 or height % 2:
-        raise ValueError(f"video size must be even for yuv420p, got {width}x{height}")
-    rate = Fraction(fps).limit_denominator(1001)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    vs = out.add_stream(codec, rate=rate)
-    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-    if codec == "libx264":
-        vs.options = {"preset": "veryfast", "crf": "18"}
-    else:
-        vs.bit_rate = 4_000_000
-    return vs
-
-
 def write_frames(path, frames: Iterable[np.ndarray], fps: float, audio: str | None = None,
                  seconds: float | None = None) -> None:
-    """Encode RGB uint8 [H, W, 3] frames to an mp4 (H.264 if available). `audio` as in write_video."""
-    import av
+    """Encode RGB uint8 [H, W, 3] frames to an mp4 (H.264 if available). `audio` as in write_video: a track of
+    `seconds` (default: as long as the video)."""
+    from .media.mp4 import write_mp4
 
-    frames = iter(frames)
-    first = next(frames)
-    h, w = first.shape[:2]
-    with av.open(str(path), "w") as out:
-        vs = _open_video_stream(out, fps, w, h)
-        au = _AudioWriter(out, audio) if audio else None
-        i = 0
-        for img in _chain(first, frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = i
-            for pkt in vs.encode(frame):
-                out.mux(pkt)
-            i += 1
-            if au:
-                au.write_until((i / fps) if seconds is None else min(i / fps, seconds))
-        for pkt in vs.encode():
-            out.mux(pkt)
-        if au:
-            au.finish()
+    wave, rate = None, None
+    if audio:
+        if seconds is None:
+            frames = list(frames)  # the track's length needs the frame count
+            seconds = len(frames) / fps
+        wave, rate = _tone(audio, seconds)
+    write_mp4(path, frames, fps, wave, rate)
 
 
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-class _AudioWriter:
-    """AAC track written in step with the video so the muxer interleaves cheaply."""
-
-    def __init__(self, out, kind: str):
-        if kind not in AUDIO_KINDS:
-            raise ValueError(f"audio must be one of {sorted(AUDIO_KINDS)} or None, got {kind!r}")
-        self.sr, self.ch = AUDIO_KINDS[kind]
-        self.silent = kind == "silent"
-        self.layout = "stereo" if self.ch == 2 else "mono"
-        self.out = out
-        self.stream = out.add_stream("aac", rate=self.sr, layout=self.layout)
-        self.written = 0
-
-    def write_until(self, t: float) -> None:
-        n = int(round(t * self.sr)) - self.written
-        if n <= 0:
-            return
-        import av
-
-        idx = np.arange(self.written, self.written + n)
-        tone = np.zeros(n) if self.silent else 0.2 * np.sin(2 * np.pi * 440.0 * idx / self.sr)
-        data = np.ascontiguousarray(np.tile(tone.astype(np.float32), (self.ch, 1)))
-        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=self.layout)
-        frame.sample_rate, frame.pts = self.sr, self.written
-        frame.time_base = Fraction(1, self.sr)
-        for pkt in self.stream.encode(frame):  # the encoder re-chunks to its frame size
-            self.out.mux(pkt)
-        self.written += n
-
-    def finish(self) -> None:
-        for pkt in self.stream.encode():
-            self.out.mux(pkt)
+def _tone(kind: str, seconds: float) -> tuple[np.ndarray, int]:
+    """`kind`'s track: a 440 Hz tone (or silence), float32 [channels, samples], and its rate."""
+    if kind not in AUDIO_KINDS:
+        raise ValueError(f"audio must be one of {sorted(AUDIO_KINDS)} or None, got {kind!r}")
+    sr, ch = AUDIO_KINDS[kind]
+    idx = np.arange(int(round(seconds * sr)))
+    tone = np.zeros(len(idx)) if kind == "silent" else 0.2 * np.sin(2 * np.pi * 440.0 * idx / sr)
+    return np.tile(tone.astype(np.float32), (ch, 1)), sr
 
 
 def write_video(path, seconds: float, fps: float, width: int, height: int, seed: int = 0,
@@ -171,7 +114,7 @@ def write_video(path, seconds: float, fps: float, width: int, height: int, seed:
             scene = sum(1 for c in cuts if t >= c)
             yield _render(t, scene, seed, width, height, grid)
 
-    write_frames(path, frames(), fps, audio=audio, seconds=seconds)
+    write_frames(path, frames(), fps, audio=audio, seconds=min(n / fps, seconds))  # the track ends with the video
 
 
 def write_image(path, width: int, height: int, seed: int = 0) -> None:

@@ -24,11 +24,12 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 
 import av
 import numpy as np
+
+from ..media.mp4 import Mp4Writer as _Mp4Writer, tmp_path as _tmp_path, write_mp4
 
 # AAC (ffmpeg's native encoder) accepts only the MPEG-4 audio sample rates; anything else is resampled to 48 kHz.
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
@@ -98,78 +99,6 @@ def aac_rate(rate: int) -> int:
     return int(rate) if int(rate) in AAC_RATES else _FALLBACK_AUDIO_RATE
 
 
-class _Mp4Writer:
-    """H.264 yuv420p video (+ optional AAC stereo) written frame by frame; feed audio in step with the video so the
-    muxer interleaves cheaply."""
-
-    def __init__(self, path: str, width: int, height: int, fps: float, audio_rate: int | None = None,
-                 crf: int = 18):
-        if width % 2 or height % 2:
-            raise ValueError(f"video size must be even for yuv420p, got {width}x{height}")
-        if not fps or fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
-        self.width, self.height = width, height
-        self.out = av.open(str(path), "w", format="mp4")
-        try:
-            rate = Fraction(fps).limit_denominator(1001)
-            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-            vs = self.out.add_stream(codec, rate=rate)
-            vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-            if codec == "libx264":
-                vs.options = {"preset": "veryfast", "crf": str(crf)}
-            else:
-                vs.bit_rate = 4_000_000
-            self.vs, self.frames = vs, 0
-            self.audio_rate, self.samples, self.as_ = audio_rate, 0, None
-            if audio_rate:
-                self.as_ = self.out.add_stream("aac", rate=int(audio_rate), layout="stereo")
-                self.as_.bit_rate = 192_000
-        except BaseException:
-            self.out.close()
-            raise
-
-    def video(self, img: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-        frame.pts = self.frames
-        for pkt in self.vs.encode(frame):
-            self.out.mux(pkt)
-        self.frames += 1
-
-    def audio(self, data: np.ndarray) -> None:
-        """float32 [2, n] appended to the track."""
-        if self.as_ is None or data.shape[-1] == 0:
-            return
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data, dtype=np.float32), format="fltp",
-                                           layout="stereo")
-        frame.sample_rate, frame.pts = self.audio_rate, self.samples
-        frame.time_base = Fraction(1, self.audio_rate)
-        for pkt in self.as_.encode(frame):  # the encoder re-chunks to its frame size
-            self.out.mux(pkt)
-        self.samples += data.shape[-1]
-
-    def close(self) -> None:
-        try:
-            for pkt in self.vs.encode():
-                self.out.mux(pkt)
-            if self.as_ is not None:
-                for pkt in self.as_.encode():
-                    self.out.mux(pkt)
-        finally:
-            self.out.close()
-
-    def abort(self) -> None:
-        try:
-            self.out.close()
-        except Exception:  # noqa: BLE001 - already failing; the partial file is removed by the caller
-            pass
-
-
-def _tmp_path(path: str) -> str:
-    d, name = os.path.split(os.path.abspath(path))
-    root, ext = os.path.splitext(name)
-    return os.path.join(d, f".{root}.{os.getpid()}.tmp{ext}")  # keep the extension: PyAV picks the muxer by it
-
-
 def write_clip(path: str, frames, fps: float, audio: np.ndarray | None = None, audio_rate: int | None = None,
                crf: int = 18) -> dict:
     """Frames (uint8 [F, H, W, 3] array or iterable of [H, W, 3]) + optional audio [C, N] -> mp4, written atomically.
@@ -203,26 +132,7 @@ def write_clip(path: str, frames, fps: float, audio: np.ndarray | None = None, a
             img = np.pad(img, ((0, eh - h), (0, ew - w), (0, 0)), mode="edge")
         return img
 
-    tmp = _tmp_path(path)
-    writer = _Mp4Writer(tmp, ew, eh, fps, rate, crf=crf)
-    try:
-        n = 0
-        for img in _chain(first, it):
-            writer.video(pad(img))
-            n += 1
-            if wave is not None:
-                upto = min(wave.shape[-1], int(round(n * rate / fps)))
-                writer.audio(wave[:, writer.samples:upto])
-        if wave is not None:
-            writer.audio(wave[:, writer.samples:])
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        writer.abort()
-        _remove(tmp)
-        raise
-    return {"frames": n, "width": ew, "height": eh, "fps": float(fps), "audio_rate": rate,
-            "audio_samples": 0 if wave is None else int(wave.shape[-1])}
+    return write_mp4(path, (pad(img) for img in _chain(first, it)), fps, wave, rate, crf=crf)
 
 
 def _chain(first, rest):
