@@ -121,13 +121,18 @@ def fit_sample(cfg: PreprocessConfig, ctx: FitContext, kind: str, with_target: b
     """The sample's fitted media as typed columns (`video:`, `audio:`, `raw:`): the target (and its audio when
     trained), then each condition's. Training windows and validation entries both come through here."""
     out = {}
-    if with_target:
+    own_audio = cfg.audio and not any(c.supplies_audio() for c in cfg.conditions)
+    if kind == "audio":  # --- audio-only: the track is the target; the video stream is a one-token placeholder
+        out["none:latents"] = 0
+        if with_target:
+            out["audio:audio"] = ctx.audio("target")
+    elif with_target:
         if kind == "image":
             ctx.target = ctx.fit_image("target")
         else:
             ctx.target = ctx.fit_video("target")
         out["video:latents"] = ctx.target
-        if cfg.audio:  # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
+        if own_audio:  # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
             out["audio:audio"] = ctx.audio("target")
     for c in cfg.conditions:
         out.update(c.fit(ctx))
