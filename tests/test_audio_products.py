@@ -192,3 +192,165 @@ def test_a2v_groups_start_audio_end_and_names_a_missing_audio_source(tmp_path):
         recipe.parse({"training_data_url": "x", "validation": [{"prompt": "p", "image_url": "i"}]})
     assert locs(info.value.to_json()["errors"]) == [("body", "validation", 0, "audio_url")]
     assert not any(t.startswith("audio_attn") for t in recipe.lora_targets(None, True))
+
+
+# ------------------------------------------------------------------------------------------------------ tokens
+def _tiny(tiny_model):
+    from ltxtrain.models.bundle import load_components
+
+    return load_components(tiny_model, ["transformer"])["transformer"].eval()
+
+
+def _text(tiny_model, caption: str = "a low hum"):
+    from ltxtrain.conditioning.tokens import TextContext
+    from ltxtrain.encode.encoders import encode_text
+    from ltxtrain.models.bundle import load_components
+
+    parts = load_components(tiny_model, ["tokenizer", "text_encoder", "connectors"])
+    return TextContext(*encode_text(parts["tokenizer"], parts["text_encoder"], parts["connectors"], [caption], 32))
+
+
+def _audio_clip(steps: int, channels: int) -> torch.Tensor:
+    """Smooth, structured packed audio latents [L, Ca] (a learnable 'sound')."""
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(1, channels, generator=g) + 0.3 * torch.sin(torch.arange(steps)[:, None] / 3.0) * torch.randn(
+        1, channels, generator=g)
+
+
+def _video_clip(c, f, h, w):
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(c, 1, h, w, generator=g) + 0.3 * torch.arange(f).view(1, f, 1, 1) * torch.randn(c, 1, h, w,
+                                                                                                      generator=g)
+
+
+def test_audio_only_placeholder_video_is_isolated_from_audio_and_out_of_the_loss(tiny_model):
+    from ltxtrain.conditioning.kinds import ConditionSet
+    from ltxtrain.conditioning.tokens import assemble, predict
+
+    tr = _tiny(tiny_model)
+    text = _text(tiny_model)
+    c, ca = tr.config.in_channels, tr.config.audio_in_channels
+    cols = {"latents": torch.zeros(1, c, 1, 1, 1), "audio": _audio_clip(12, ca)[None]}
+    sigma = torch.tensor([0.7])
+    kw = dict(noise=torch.randn(1, 1, c), audio_sigma=sigma, audio_noise=torch.randn(1, 12, ca), video_role="absent")
+    video, audio = assemble((), tr.rope, tr.audio_rope, cols, sigma, 25.0, **kw)
+    assert video.placeholder and video.hidden.shape[1] == 1 and video.cond.all() and float(video.sigma) == 0.0
+    assert not audio.cond.any() and torch.equal(audio.sigma, sigma)
+    with torch.no_grad():
+        _, out = predict(tr, video, text, audio)
+        video.hidden = torch.randn_like(video.hidden) * 10  # whatever the placeholder holds, audio never sees it
+        _, again = predict(tr, video, text, audio)
+    assert torch.equal(out, again)
+
+    from ltxtrain.train.data import Batch
+    from ltxtrain.train.loop import draw_step, flow_loss
+
+    batch = Batch(cols={k: v for k, v in cols.items()}, text_video=text.video, text_audio=text.audio,
+                  text_mask=text.mask, fps=25.0, names=["a"])
+    for roles, keys in ((("absent", "generated"), ["audio"]), (("frozen", "generated"), ["audio"]),
+                        (("generated", "frozen"), ["video"]), (("generated", "generated"), ["video", "audio"])):
+        cs = ConditionSet(video=roles[0], audio=roles[1])
+        draw = draw_step(batch, torch.Generator().manual_seed(0), cs)
+        with torch.no_grad():
+            assert sorted(flow_loss(tr, batch, draw, torch.device("cpu"), cs)) == sorted(keys), roles
+
+
+def _write_cache(tmp_path, tiny_model, conditions, cols, text, caption="a low hum"):
+    from ltxtrain.encode.cache import CachedSample, LatentCache, Manifest
+
+    cache = LatentCache(tmp_path / "cache")
+    cache.write_text("t", text.video[0], text.audio[0], text.mask[0])
+    cache.write_video("s", **cols)
+    c, f, h, w = cols["latents"].shape
+    cache.write_manifest(Manifest(tiny_model, w * 32, h * 32, 8 * (f - 1) + 1, 25.0, audio="audio" in cols,
+                                  conditions=[x.to_json() for x in conditions.items],
+                                  samples=[CachedSample("s", "s", caption, "t", [c, f, h, w], 8 * (f - 1) + 1, 25.0,
+                                                        audio_shape=list(cols["audio"].shape))]))
+    return str(cache.root)
+
+
+# endpoint -> (video grid of the clip, None = audio-only, preview columns given beside the text)
+AUDIO_OVERFIT = {
+    "t2a": None,
+    "v2a": (2, 2, 3),
+    "a2v": (2, 2, 3),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(AUDIO_OVERFIT))
+def test_overfit_the_generated_modality_while_the_frozen_one_stays_bit_exact(tiny_model, tmp_path, endpoint):
+    """Train a LoRA on one clip (the real loop, in-process), then sample through the shared sampler with the
+    product's roles: the given modality comes back bit for bit, the generated one approaches the clip."""
+    from ltxtrain.models.lora import attach_lora, load_lora_state_dict
+    from ltxtrain.sample.sampler import sample_latents
+    from ltxtrain.train.config import TrainConfig
+    from ltxtrain.train.loop import LORA_FILE, WorkerContext, run_worker
+    from safetensors.torch import load_file
+
+    recipe = get_recipe(endpoint)
+    conditions = recipe.bind(recipe.parse({"training_data_url": "x"}), True)
+    targets = recipe.lora_targets(None, True)
+    base = _tiny(tiny_model)
+    text = _text(tiny_model)
+    c, ca = base.config.in_channels, base.config.audio_in_channels
+    grid = AUDIO_OVERFIT[endpoint] or (1, 1, 1)
+    lat = _video_clip(c, *grid) if AUDIO_OVERFIT[endpoint] else torch.zeros(c, 1, 1, 1)
+    aud = _audio_clip(8 * (grid[0] - 1) + 1 if AUDIO_OVERFIT[endpoint] else 12, ca)
+    cols = {"latents": lat, "audio": aud}
+    given = {}
+    if endpoint == "v2a":
+        given = {"latents": lat[None]}
+    elif endpoint == "a2v":
+        cols["first_frame"] = lat[:, :1]
+        given = {"audio": aud[None], "first_frame": lat[None, :, :1]}
+    cache_dir = _write_cache(tmp_path, tiny_model, conditions, cols, text)
+    cfg = TrainConfig(model_dir=tiny_model, cache_dir=cache_dir, steps=120, learning_rate=1e-2, rank=16,
+                      lora_targets=targets, conditions=conditions.to_json(), seed=0, progress=False, log_every=40)
+    saved = {}
+    run_worker(cfg, WorkerContext(), lambda m, d: saved.update(lora=load_file(str(Path(d) / LORA_FILE))) if d else None)
+
+    def generate(transformer) -> float:
+        video, audio = sample_latents(transformer, text, grid, 25.0, steps=10, conditions=conditions.items,
+                                      cols=given, audio_steps=aud.shape[0], generator=torch.Generator().manual_seed(0),
+                                      audio_role=conditions.audio, video_role=conditions.video)
+        if conditions.video == "frozen":
+            assert torch.equal(video[0], lat)  # the given video, bit for bit
+        if conditions.audio == "frozen":
+            assert torch.equal(audio[0], aud)  # the given track, bit for bit
+            assert torch.equal(video[0, :, :1], lat[:, :1])  # and the start frame
+            return torch.mean((video[0, :, 1:] - lat[:, 1:]) ** 2).item()
+        return torch.mean((audio[0] - aud) ** 2).item()
+
+    before = generate(base)
+    attach_lora(base, 16, targets)
+    load_lora_state_dict(base, saved["lora"])
+    after = generate(base.eval())
+    assert after < 0.6 * before, (before, after)
+
+
+# ------------------------------------------------------------------------------------------------------ previews
+def test_audio_reel_joins_previews_with_gaps_labels_them_and_draws_a_spectrogram_each(tmp_path):
+    from PIL import Image
+
+    from ltxtrain.export.reel import Preview, spectrogram, write_audio_reel
+
+    t = np.arange(24000) / 24000
+    tone = lambda f, n: (0.5 * np.stack([np.sin(2 * np.pi * f * t[:n])] * 2)).astype(np.float32)
+    previews = [Preview(step=50, prompt="a buzz", frames=None, fps=25, audio=tone(3000, 8000), audio_rate=16000),
+                Preview(step=50, prompt="a hum", frames=None, fps=25, audio=tone(440, 24000), audio_rate=24000)]
+    labels = write_audio_reel(str(tmp_path / "v.wav"), previews, gap=0.5)
+    assert json.loads((tmp_path / "v.json").read_text()) == labels
+    segs = labels["segments"]
+    assert [s["prompt"] for s in segs] == ["a buzz", "a hum"]  # the reel's order (by step, then entry)
+    assert labels["audio_rate"] == 16000 and segs[1]["start"] == pytest.approx(segs[0]["end"] + 0.5)
+    with wave.open(str(tmp_path / "v.wav")) as w:
+        assert (w.getnchannels(), w.getframerate()) == (2, 16000)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    assert pcm.shape[0] == round(segs[1]["end"] * 16000)
+    gap = pcm[int(segs[0]["end"] * 16000) + 10: int(segs[1]["start"] * 16000) - 10]
+    assert gap.size and not gap.any() and np.abs(pcm[:8000]).max() > 10000  # silence between, sound in the clips
+    for s in segs:
+        img = np.asarray(Image.open(tmp_path / s["spectrogram"]))
+        assert img.ndim == 3 and img.shape[1] >= 256
+    db = spectrogram(tone(3000, 8000), 24000)  # the tone was made at 24 kHz
+    assert abs(db.mean(1).argmax() * 12000 / (db.shape[0] - 1) - 3000) < 50  # the tone's band is the loudest

@@ -594,6 +594,9 @@ class AudioSpans(Condition):
     def validation_fields(self):
         return {"audio_url": ("target", True), "mask_url": ("audio_mask", True)}
 
+    def pins_audio(self):
+        return True
+
     def spans(self, ctx: FitContext):
         seconds = ctx.spec.num_frames / ctx.spec.frame_rate
         try:
