@@ -273,7 +273,7 @@ def _write_cache(tmp_path, tiny_model, conditions, cols, text, caption="a low hu
 AUDIO_OVERFIT = {
     "t2a": None,
     "v2a": (2, 2, 3),
-    "a2v": (2, 2, 3),
+    "a2v": (3, 2, 4),  # two generated latent frames after the given start frame
 }
 
 
@@ -354,3 +354,39 @@ def test_audio_reel_joins_previews_with_gaps_labels_them_and_draws_a_spectrogram
         assert img.ndim == 3 and img.shape[1] >= 256
     db = spectrogram(tone(3000, 8000), 24000)  # the tone was made at 24 kHz
     assert abs(db.mean(1).argmax() * 12000 / (db.shape[0] - 1) - 3000) < 50  # the tone's band is the loudest
+
+
+@pytest.mark.parametrize("endpoint,payload,kept", [
+    ("audio-inpaint", {}, lambda n: [i for i in range(n) if not 5 <= i < 10]),  # [[0.2, 0.4]] regenerated
+    ("audio-extend-prefix", {"conditioning_seconds": 0.2}, lambda n: list(range(5))),
+    ("audio-extend-suffix", {"conditioning_seconds": 0.2}, lambda n: list(range(n - 5, n))),
+    ("a2a", {}, lambda n: []),  # the reference rides along appended; the target is all generated
+])
+def test_audio_only_conditions_keep_exactly_their_steps_through_the_shared_sampler(tiny_model, endpoint, payload,
+                                                                                     kept):
+    from ltxtrain.conditioning.kinds import MAX_AUDIO_SPANS
+    from ltxtrain.conditioning.tokens import assemble
+    from ltxtrain.sample.sampler import sample_latents
+
+    recipe = get_recipe(endpoint)
+    conditions = recipe.bind(recipe.parse({"training_data_url": "x", "audio_duration_seconds": 1.0, **payload}), True)
+    tr = _tiny(tiny_model)
+    ca = tr.config.audio_in_channels
+    aud = _audio_clip(25, ca)[None]
+    spans = torch.full((1, MAX_AUDIO_SPANS, 2), float("nan"))
+    spans[0, 0] = torch.tensor([0.2, 0.4])
+    ref = _audio_clip(25, ca)[None].flip(1)
+    cols = {"audio": aud, "audio_spans": spans, "ref_audio": ref}
+    _, at = assemble(conditions.items, tr.rope, tr.audio_rope, {"latents": torch.zeros(1, tr.config.in_channels, 1, 1, 1),
+                                                                **cols}, torch.tensor([0.5]), 25.0,
+                     noisy=torch.zeros(1, 1, tr.config.in_channels), audio_noisy=torch.zeros_like(aud),
+                     video_role="absent")
+    assert at.cond[0, :25].nonzero().flatten().tolist() == kept(25)
+    assert at.hidden.shape[1] == (50 if endpoint == "a2a" else 25) and at.cond[0, 25:].all()
+    _, out = sample_latents(tr, _text(tiny_model), (1, 1, 1), 25.0, steps=4, conditions=conditions.items, cols=cols,
+                            audio_steps=25, generator=torch.Generator().manual_seed(0), video_role="absent")
+    keep = torch.tensor(kept(25), dtype=torch.long)
+    assert torch.equal(out[0, keep], aud[0, keep])  # the given steps, bit for bit
+    free = torch.ones(25, dtype=torch.bool)
+    free[keep] = False
+    assert not torch.isclose(out[0, free], aud[0, free]).all(-1).any()  # the others were generated

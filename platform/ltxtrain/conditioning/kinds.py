@@ -551,7 +551,7 @@ class GivenVideo(Condition):
 def audio_step_mask(spans, steps: int, seconds_per_step: float = 1.0 / AUDIO_STEPS_PER_SECOND) -> torch.Tensor:
     """[K, 2] seconds to regenerate (NaN rows = padding) -> [steps] float, 1 = regenerate: step i (at i/25 s)
     is regenerated iff its time lies inside a span (start inclusive, end exclusive)."""
-    times = torch.arange(steps, dtype=torch.float64) * seconds_per_step
+    times = torch.arange(steps, dtype=torch.float64) * seconds_per_step + 1e-4  # spans travel as float32
     out = torch.zeros(steps, dtype=torch.bool)
     for start, end in torch.as_tensor(spans, dtype=torch.float64).reshape(-1, 2).tolist():
         if start == start and end == end:  # not NaN padding
