@@ -390,3 +390,16 @@ def test_audio_only_conditions_keep_exactly_their_steps_through_the_shared_sampl
     free = torch.ones(25, dtype=torch.bool)
     free[keep] = False
     assert not torch.isclose(out[0, free], aud[0, free]).all(-1).any()  # the others were generated
+
+
+def test_av2av_routes_are_one_contract_and_both_clips_need_a_track(tmp_path):
+    a, b = get_recipe("av2av"), get_recipe("ic-lora/av2av")
+    assert (a.conditions, a.request_model, a.roles) == (b.conditions, b.request_model, b.roles)
+    z = make_zip(tmp_path, {"a_start.mp4": "avideo:0.5", "a_end.mp4": "avideo:0.5", "b_start.mp4": "video:0.5",
+                            "b_end.mp4": "avideo:0.5"})
+    errs = errors("ic-lora/av2av", {"training_data_url": z, **SMALL_AV})
+    assert locs(errs) == [("body", "training_data_url", "b_start.mp4")] and "no audio track" in errs[0]["msg"]
+    errs = errors("av2av", {"training_data_url": "x", "reference_downscale_factor": 5})
+    assert locs(errs)[0] == ("body", "reference_downscale_factor")
+    bound = a.bind(a.parse({"training_data_url": "x"}), True)
+    assert (bound.video, bound.audio) == ("generated", "generated")
