@@ -403,3 +403,52 @@ def test_av2av_routes_are_one_contract_and_both_clips_need_a_track(tmp_path):
     assert locs(errs)[0] == ("body", "reference_downscale_factor")
     bound = a.bind(a.parse({"training_data_url": "x"}), True)
     assert (bound.video, bound.audio) == ("generated", "generated")
+
+
+# ------------------------------------------------------------------------------------------------------ fitting
+def _cfg(conditions, **kw):
+    from ltxtrain.encode.pipeline import PreprocessConfig
+
+    return PreprocessConfig(model_dir="m", cache_dir="", conditions=conditions, audio=True, audio_sample_rate=16000,
+                            **kw)
+
+
+def test_audio_only_samples_fit_to_the_bucket_with_a_placeholder_and_their_spans(tmp_path):
+    from ltxtrain.encode.pipeline import fit_sample
+    from ltxtrain.media.fit import TimeWindow
+
+    recipe = get_recipe("audio-inpaint")
+    request = recipe.parse({"training_data_url": "x", "audio_duration_seconds": 1.0})
+    conditions = recipe.bind(request, True).items
+    write_audio(tmp_path / "a.flac", 1.6)
+    (tmp_path / "m.json").write_text("[[0.2, 0.4], [0.9, 3.0], [2.0, 2.5]]")
+    cfg = _cfg(conditions, width=32, height=32, num_frames=request.number_of_frames, frame_rate=request.frame_rate)
+    ctx = cfg.context({"target": str(tmp_path / "a.flac"), "audio_mask": str(tmp_path / "m.json")}, "audio",
+                      TimeWindow(0.0, 1.6))
+    out = fit_sample(cfg, ctx, "audio")
+    assert set(out) == {"none:latents", "audio:audio", "raw:audio_spans"}
+    assert out["audio:audio"].shape == (2, 16000) and abs(float(np.abs(out["audio:audio"]).max()) - 0.999) < 1e-3
+    spans = out["raw:audio_spans"]
+    assert np.allclose(spans[:2], [[0.2, 0.4], [0.9, 1.0]]) and np.isnan(spans[2:]).all()  # clipped to the bucket
+
+
+def test_a2v_fits_the_start_videos_first_frame_and_its_track_over_the_target(tmp_path):
+    from ltxtrain.encode.pipeline import fit_sample
+    from ltxtrain.media.fit import TimeWindow, decode_and_fit, FitSpec
+
+    recipe = get_recipe("a2v")
+    conditions = recipe.bind(recipe.parse({"training_data_url": "x"}), True).items
+    write_video(str(tmp_path / "s.mp4"), 0.5, 25, 160, 96, seed=3, audio="stereo48k")
+    write_video(str(tmp_path / "e.mp4"), 0.8, 25, 160, 96, seed=4)  # silent target: its track is never read
+    cfg = _cfg(conditions, width=64, height=32, num_frames=17, frame_rate=25)
+    media = {"target": str(tmp_path / "e.mp4"), "first_frame_image": str(tmp_path / "s.mp4")}
+    out = fit_sample(cfg, cfg.context(media, "video", TimeWindow(0.0, 0.8)), "video")
+    assert set(out) == {"video:latents", "audio:audio", "video:first_frame"}
+    first = decode_and_fit(str(tmp_path / "s.mp4"), FitSpec(64, 32, 1, 25.0), TimeWindow(0.0, 0.04), auto_scale=True)
+    assert out["video:first_frame"].shape == (1, 32, 64, 3) and np.array_equal(out["video:first_frame"], first)
+    assert out["audio:audio"].shape == (2, round(17 / 25 * 16000))  # 0.5 s of track stretched over 0.68 s
+    assert float(np.abs(out["audio:audio"]).max()) > 0.5
+    write_audio(tmp_path / "a.wav", 2.0)  # an `_audio` file wins over the `_start` video's track
+    out = fit_sample(cfg, cfg.context({**media, "given_audio": str(tmp_path / "a.wav")}, "video",
+                                      TimeWindow(0.0, 0.8)), "video")
+    assert out["audio:audio"].shape == (2, round(17 / 25 * 16000))
