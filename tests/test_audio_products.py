@@ -452,3 +452,48 @@ def test_a2v_fits_the_start_videos_first_frame_and_its_track_over_the_target(tmp
     out = fit_sample(cfg, cfg.context({**media, "given_audio": str(tmp_path / "a.wav")}, "video",
                                       TimeWindow(0.0, 0.8)), "video")
     assert out["audio:audio"].shape == (2, round(17 / 25 * 16000))
+
+
+@pytest.mark.parametrize("endpoint", ["a2v", "v2a"])
+def test_previews_of_a2v_carry_both_streams_and_of_v2a_only_sound(tiny_model, tmp_path, endpoint):
+    """An entry through the real validation path in-process (encode_entry, render_previews with the model's
+    decoders): a2v's preview is a picture with the given track muxed in; v2a's is sound only (an audio reel)."""
+    from ltxtrain.encode.audio_encoder import model_audio_steps
+    from ltxtrain.encode.cache import LatentCache, atomic_save, from_bytes
+    from ltxtrain.export.reel import read_reel, write_audio_reel, write_reel
+    from ltxtrain.models.bundle import load_components
+    from ltxtrain.sample.validation import ValidationItem, encode_entry, render_previews
+
+    recipe = get_recipe(endpoint)
+    conditions = recipe.bind(recipe.parse({"training_data_url": "x"}), True)
+    if endpoint == "a2v":
+        from PIL import Image
+
+        Image.fromarray(np.full((32, 64, 3), 200, np.uint8)).save(tmp_path / "start.png")
+        write_audio(tmp_path / "a.wav", 0.5)
+        media = {"first_frame_image": str(tmp_path / "start.png"), "given_audio": str(tmp_path / "a.wav")}
+    else:
+        write_video(str(tmp_path / "v.mp4"), 0.5, 25, 64, 32, seed=1)
+        media = {"target": str(tmp_path / "v.mp4")}
+    item = ValidationItem(index=0, prompt="p", text_id="t", negative_text_id="t", width=64, height=32, num_frames=9,
+                          fps=25.0, conditions_id="val", audio=True, stg_scale=0.0,
+                          audio_steps=model_audio_steps(tiny_model, 9 / 25))
+    fields = {role: name for name, role in recipe.validation_roles().items()}
+    cache = LatentCache(tmp_path / "cache")
+    text = _text(tiny_model)
+    cache.write_text("t", text.video[0], text.audio[0], text.mask[0])
+    cols = from_bytes(encode_entry(tiny_model, item, media, conditions, fields))
+    atomic_save(cols, cache.video_path("val"))  # as plan_validation stores an entry
+    assert ("audio" in cols) == (endpoint == "a2v") and ("latents" in cols) == (endpoint == "v2a")
+    decoders = {k: v.eval() for k, v in load_components(tiny_model, ["vae", "audio_vae", "vocoder"]).items()}
+    [preview] = render_previews(_tiny(tiny_model), [item], cache, 100, torch.device("cpu"), decoders, conditions)
+    assert preview.audio is not None and preview.audio.shape[0] == 2
+    if endpoint == "a2v":
+        assert preview.frames.shape[0] == 9
+        info = write_reel(str(tmp_path / "r.mp4"), [preview])
+        back = read_reel(str(tmp_path / "r.mp4"))
+        assert info["has_audio"] and back["audio"] is not None and back["audio"].shape[0] == 2
+    else:
+        assert preview.frames is None
+        labels = write_audio_reel(str(tmp_path / "r.wav"), [preview])
+        assert labels["segments"][0]["end"] == pytest.approx(9 / 25, abs=0.05)
