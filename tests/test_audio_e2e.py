@@ -37,7 +37,7 @@ def _job(tmp_path_factory, name: str, endpoint: str, files: dict, payload: dict,
 def t2a_job(ray_cluster, tmp_path_factory):
     files = {f"hum_{i}.wav": (lambda p, i: write_audio(p, 1.3, freq=200.0 + 50 * i)) for i in range(2)}
     files["hum_2.flac"] = lambda p, i: write_audio(p, 1.3, freq=330.0)
-    return _job(tmp_path_factory, "t2a", "t2a", files, {"audio_duration_seconds": 1.0},
+    return _job(tmp_path_factory, "t2a", "t2a", files, {"audio_duration_seconds": 1.0, "debug_dataset": True},
                 lambda d: [{"prompt": "a low hum"}])
 
 
@@ -85,3 +85,16 @@ def test_v2a_generates_audio_for_a_frozen_video_and_previews_sound(v2a_job):
     rows = _audio_preview(out, result, 17 / 25)
     assert all("loss_audio" in r and "loss_video" not in r for r in rows)
     assert result.metrics["probe_audio_end"] < result.metrics["probe_audio_start"]
+
+
+
+def test_t2a_debug_dataset_shows_each_fitted_clip_as_sound_over_its_spectrogram(t2a_job):
+    out, result = t2a_job
+    with zipfile.ZipFile(out / result.debug_dataset.file_name) as z:
+        clips = [n for n in z.namelist() if n.endswith("target.mp4")]
+        assert len(clips) == 3
+        z.extract(clips[0], out / "dbg")
+    from ltxtrain.export.reel import read_reel
+
+    clip = read_reel(str(out / "dbg" / clips[0]))
+    assert clip["audio"] is not None and clip["audio"].shape[1] / clip["audio_rate"] == pytest.approx(1.0, abs=0.05)

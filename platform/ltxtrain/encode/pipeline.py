@@ -267,7 +267,12 @@ def debug_samples(manifest: Manifest, cfg: PreprocessConfig):
             tokens["reference"] = int(np.prod(s.reference_shape[1:]))
         if s.audio_shape:
             tokens["audio"] = int(s.audio_shape[0])
-        yield {"name": s.name, "caption": s.caption, "frames": out["video:latents"], "fps": s.fps,
+        frames = out.get("video:latents")
+        if frames is None:  # audio-only: the fitted sound shown over its spectrogram (one still frame)
+            from ..export.reel import spectrogram_image
+
+            frames = np.repeat(spectrogram_image(out["audio:audio"], cfg.audio_sample_rate)[None], s.num_frames, 0)
+        yield {"name": s.name, "caption": s.caption, "frames": frames, "fps": s.fps,
                "reference": out.get("video:reference"),
                "mask": tensors["mask"].numpy().astype(bool) if "mask" in tensors else None,
                "audio": out.get("audio:audio"), "audio_rate": cfg.audio_sample_rate if "audio:audio" in out else None,

@@ -554,11 +554,16 @@ def write_spectrogram(path: str, wave, rate: int, title: str = "", floor_db: flo
     bright, with `title` as a label strip on top."""
     from PIL import Image
 
+    Image.fromarray(spectrogram_image(wave, rate, title, floor_db)).save(path)
+
+
+def spectrogram_image(wave, rate: int, title: str = "", floor_db: float = -80.0) -> np.ndarray:
+    """uint8 [H, W, 3] (even sizes) of `write_spectrogram`'s picture."""
     db = np.clip(spectrogram(wave, rate), floor_db, 0.0)
     img = ((db - floor_db) / -floor_db * 255).round().astype(np.uint8)[::-1]  # low frequencies at the bottom
     rgb = np.stack([img, (img.astype(np.float32) * 0.6).astype(np.uint8), 255 - img], -1)  # bright = loud
-    h, w = max(128, rgb.shape[0] // 2), max(256, min(1024, rgb.shape[1] * 2))
+    h, w = _even(max(128, rgb.shape[0] // 2)), _even(max(256, min(1024, rgb.shape[1] * 2)))
     rgb = _resize(rgb, w, h)
     if title:
         rgb = np.concatenate([_render_label(title, w, 24), rgb], 0)
-    Image.fromarray(rgb).save(path)
+    return rgb
