@@ -183,9 +183,8 @@ def test_a2v_groups_start_audio_end_and_names_a_missing_audio_source(tmp_path):
     bad = {"c_start.png": "image", "c_end.mp4": "video:0.5", "c.txt": "cap"}
     errs = errors("a2v", {"training_data_url": make_zip(tmp_path, bad, "b.zip"), **SMALL_AV})
     assert locs(errs) == [("body", "training_data_url", "c_start.png")] and "no audio" in errs[0]["msg"]
-    errs = errors("a2v", {"training_data_url": make_zip(tmp_path, {**files, "b.txt": None} if False else
-                                                        {k: v for k, v in files.items() if k != "b.txt"}, "n.zip"),
-                          **SMALL_AV})
+    uncaptioned = {k: v for k, v in files.items() if k != "b.txt"}
+    errs = errors("a2v", {"training_data_url": make_zip(tmp_path, uncaptioned, "n.zip"), **SMALL_AV})
     assert locs(errs) == [("body", "training_data_url", "b.txt")]  # captions required without a trigger phrase
     recipe = get_recipe("a2v")
     with pytest.raises(RequestError) as info:
