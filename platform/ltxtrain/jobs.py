@@ -290,6 +290,22 @@ def run_job(endpoint: str, payload: dict, out_dir: str, opts: JobOptions = JobOp
         raise
 
 
+def _place_audio_reel(folder: Path, out: Path, slug: str) -> dict:
+    """The audio previews' files as `<slug>_validation*.{wav,json,png}` outputs (the labels name the PNGs)."""
+    labels = json.loads((folder / "validation.json").read_text())
+    pngs = []
+    for seg in labels["segments"]:
+        png = out / f"{slug}_{seg['spectrogram']}"
+        shutil.move(str(folder / seg["spectrogram"]), png)
+        seg["spectrogram"] = png.name
+        pngs.append(OutputFile.from_path(png))
+    (out / f"{slug}_validation.json").write_text(json.dumps(labels, indent=1))
+    shutil.move(str(folder / "validation.wav"), out / f"{slug}_validation.wav")
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"audio": OutputFile.from_path(out / f"{slug}_validation.wav"),
+            "audio_labels": OutputFile.from_path(out / f"{slug}_validation.json"), "spectrograms": pngs}
+
+
 def _place_model_files(model_dir: Path, out: Path, slug: str) -> tuple[OutputFile, list[OutputFile]]:
     """A full fine-tune that fits one file becomes `<slug>_transformer.safetensors`; a sharded one the folder
     `<slug>_transformer/` (diffusers layout: shards + index, loadable with from_pretrained), whose index is
@@ -424,6 +440,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
         reel = out / f"{slug}_validation.mp4"
         shutil.move(outcome.reel_path, reel)
         video = OutputFile.from_path(reel)
+    audio = _place_audio_reel(Path(outcome.audio_reel_dir), out, slug) if outcome.audio_reel_dir else {}
     debug = None
     if request.debug_dataset:
         from .encode.pipeline import debug_samples
@@ -442,6 +459,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
         model_shards=model_shards,
         config_file=OutputFile.from_path(config_path),
         video=video,
+        **audio,
         debug_dataset=debug,
         loss_curve=OutputFile.from_path(curve),
         metrics_file=OutputFile.from_path(out / "metrics.jsonl"),

@@ -12,6 +12,7 @@ CONTENT_TYPES = {
     ".safetensors": "application/octet-stream",
     ".json": "application/json",
     ".mp4": "video/mp4",
+    ".wav": "audio/wav",
     ".zip": "application/zip",
     ".png": "image/png",
     ".jsonl": "application/jsonl",
@@ -40,6 +41,11 @@ class TrainingResult(BaseModel):
     model_shards: list[OutputFile] = []  # training_mode "full", sharded: the safetensors shards
     config_file: OutputFile | None = None
     video: OutputFile | None = None
+    # audio-output products (v2a, t2a, a2a, audio-inpaint, audio-extend-*): previews as one .wav reel with gaps,
+    # its labels (JSON: step, prompt, start/end seconds per preview) and one spectrogram PNG per preview
+    audio: OutputFile | None = None
+    audio_labels: OutputFile | None = None
+    spectrograms: list[OutputFile] = []
     debug_dataset: OutputFile | None = None
     loss_curve: OutputFile | None = None  # beyond the spec: PNG of the loss per modality
     metrics_file: OutputFile | None = None  # beyond the spec: metrics.jsonl (step, losses, lr, step time)

@@ -29,6 +29,9 @@ GENERATED, FROZEN, ABSENT, AUTO = "generated", "frozen", "absent", "auto"
 IMAGE_KINDS = ("image",)
 VIDEO_KINDS = ("video",)
 MASK_KINDS = ("video", "image")
+AUDIO_KINDS = ("audio",)
+AUDIO_STEPS_PER_SECOND = 25  # the LTX-2 audio VAE's latent rate (16 kHz, mel hop 160, 4x temporal downsampling)
+MAX_AUDIO_SPANS = 32  # spans per audio mask (a fixed-size column, so batches stack)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,21 @@ class FitContext:
         except MediaError as exc:
             raise ConditionInputError(role, f"unreadable image: {exc}") from None
 
+    def fit_first_frame(self, role: str):
+        """An image fitted to the bucket, or a video's first frame (fill + centre crop, as every clip)."""
+        from ..media.probe import IMAGE_EXTENSIONS
+
+        if self.media[role].lower().endswith(IMAGE_EXTENSIONS):
+            return self.fit_image(role)
+        from ..media.fit import FitSpec, TimeWindow, decode_and_fit
+        from ..media.probe import MediaError
+
+        spec = FitSpec(self.spec.width, self.spec.height, 1, self.spec.frame_rate)
+        try:
+            return decode_and_fit(self.media[role], spec, TimeWindow(0.0, 1.0 / self.spec.frame_rate), auto_scale=True)
+        except MediaError as exc:
+            raise ConditionInputError(role, f"unreadable media: {exc}") from None
+
     def audio(self, role: str, auto_scale: bool | None = None):
         from ..media.audio import AudioMissing, audio_for_clip
         from ..media.probe import MediaError
@@ -114,9 +132,17 @@ class Condition:
         """Roles whose clip must have exactly the target's frame count."""
         return ()
 
-    def audible_roles(self) -> tuple[str, ...]:
-        """Roles whose clip must carry an audible track."""
+    def audible_roles(self) -> tuple:
+        """Roles whose clip must carry an audible track (a tuple entry: the first of those roles the sample has)."""
         return ()
+
+    def optional_roles(self) -> tuple[str, ...]:
+        """Roles a sample may lack (e.g. a2v's `_audio` when the `_start` video has a track)."""
+        return ()
+
+    def supplies_audio(self) -> bool:
+        """True when this condition, not the target's own track, provides the sample's audio column."""
+        return False
 
     # validation-entry field -> (role, required)
     def validation_fields(self) -> dict[str, tuple[str, bool]]:
@@ -171,9 +197,10 @@ class FirstFrame(Condition):
     source: str = "target"
     image_field: str | None = "image_url"
     image_required: bool = False
+    file_kinds: tuple = IMAGE_KINDS  # a2v also takes a `_start` video (its first frame)
 
     def roles(self):
-        return {"_start": ("first_frame_image", IMAGE_KINDS)} if self.source == "file" else {}
+        return {"_start": ("first_frame_image", tuple(self.file_kinds))} if self.source == "file" else {}
 
     def validation_fields(self):
         return {self.image_field: ("first_frame_image", self.image_required)} if self.image_field else {}
@@ -184,7 +211,7 @@ class FirstFrame(Condition):
     def fit(self, ctx):
         if "first_frame_image" not in ctx.media:
             return {}
-        return {"video:first_frame": ctx.fit_image("first_frame_image")}
+        return {"video:first_frame": ctx.fit_first_frame("first_frame_image")}
 
     def tokens(self, t):
         given = t.cols.get("first_frame")
@@ -392,12 +419,17 @@ class ReferenceAudio(Condition):
 
     kind: ClassVar[str] = "reference_audio"
     source: str = "reference"  # the role whose track is the reference audio
+    suffix: str | None = None  # a2a: the reference is its own audio file (`_start`); None: another kind's clip
+    required: bool = False  # the validation entry must bring `reference_audio_url`
+
+    def roles(self):
+        return {self.suffix: (self.source, AUDIO_KINDS)} if self.suffix else {}
 
     def audible_roles(self):
         return (self.source, "target")
 
     def validation_fields(self):
-        return {"reference_audio_url": ("reference_audio", False)}
+        return {"reference_audio_url": ("reference_audio", self.required)}
 
     def fit(self, ctx):
         role = "reference_audio" if "reference_audio" in ctx.media else self.source
@@ -465,8 +497,168 @@ class Keyframe(Condition):
         return {f"{self.name}": "appended"}
 
 
+# ------------------------------------------------------------------------------------------------- audio kinds
+@dataclass(frozen=True)
+class GivenAudio(Condition):
+    """a2v: the conditioning track, from `<name>_audio` when present, else the `source` clip's own track (the
+    target's track is ignored). It fills the "audio" column; with a frozen audio role it is clean everywhere.
+    Read from t = 0 and fitted to the target's fitted duration (pitch-preserving stretch when the request says so)."""
+
+    kind: ClassVar[str] = "given_audio"
+    source: str = "first_frame_image"
+    audio_field: str = "audio_url"
+
+    def roles(self):
+        return {"_audio": ("given_audio", AUDIO_KINDS)}
+
+    def optional_roles(self):
+        return ("given_audio",)
+
+    def audible_roles(self):
+        return (("given_audio", self.source),)
+
+    def supplies_audio(self):
+        return True
+
+    def pins_audio(self):
+        return True
+
+    def validation_fields(self):
+        return {self.audio_field: ("given_audio", True)}
+
+    def fit(self, ctx):
+        from ..media.fit import frames_available
+        from ..media.probe import probe
+
+        role = "given_audio" if "given_audio" in ctx.media else self.source
+        info = probe(ctx.media[role])
+        have = frames_available(info.duration, ctx.spec.frame_rate)
+        # shorter than the clip (or a preview input of another length): stretch it over the clip's duration
+        return {"audio:audio": ctx.audio(role, ctx.auto_scale or have < ctx.spec.num_frames or ctx.validation)}
+
+
+@dataclass(frozen=True)
+class GivenVideo(Condition):
+    """v2a: the clip's video is the frozen modality (the recipe's `video=FROZEN` pins it clean everywhere); this
+    kind only names what a preview needs: the video to score (`video_url`), fitted like a training clip."""
+
+    kind: ClassVar[str] = "given_video"
+
+    def validation_fields(self):
+        return {"video_url": ("target", True)}
+
+
+def audio_step_mask(spans, steps: int, seconds_per_step: float = 1.0 / AUDIO_STEPS_PER_SECOND) -> torch.Tensor:
+    """[K, 2] seconds to regenerate (NaN rows = padding) -> [steps] float, 1 = regenerate: step i (at i/25 s)
+    is regenerated iff its time lies inside a span (start inclusive, end exclusive)."""
+    times = torch.arange(steps, dtype=torch.float64) * seconds_per_step + 1e-4  # spans travel as float32
+    out = torch.zeros(steps, dtype=torch.bool)
+    for start, end in torch.as_tensor(spans, dtype=torch.float64).reshape(-1, 2).tolist():
+        if start == start and end == end:  # not NaN padding
+            out |= (times >= start) & (times < end)
+    return out.float()
+
+
+def read_audio_spans(path: str, seconds: float) -> list[tuple[float, float]]:
+    """A `_mask.json` ([[start, end], ...] seconds to regenerate) clipped to [0, seconds]; ValueError says why."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    ok = isinstance(data, list) and all(isinstance(r, (list, tuple)) and len(r) == 2 and
+                                        all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r)
+                                        for r in data)
+    if not ok:
+        raise ValueError("must be a JSON list of [start, end] second pairs, e.g. [[1.0, 2.0], [3.5, 4.0]]")
+    bad = [r for r in data if not 0 <= r[0] < r[1]]
+    if bad:
+        raise ValueError(f"range {list(bad[0])} must have 0 <= start < end")
+    if len(data) > MAX_AUDIO_SPANS:
+        raise ValueError(f"at most {MAX_AUDIO_SPANS} ranges, got {len(data)}")
+    return [(float(a), float(min(b, seconds))) for a, b in data if a < seconds]
+
+
+@dataclass(frozen=True)
+class AudioSpans(Condition):
+    """audio-inpaint: `<name>_mask.json` lists [start, end] seconds to REGENERATE; every other audio latent step
+    is clean (t = 0, out of the loss). Ranges past the bucket are clipped; a window left with none is skipped."""
+
+    kind: ClassVar[str] = "audio_spans"
+
+    def roles(self):
+        return {"_mask": ("audio_mask", ("json",))}
+
+    def validation_fields(self):
+        return {"audio_url": ("target", True), "mask_url": ("audio_mask", True)}
+
+    def pins_audio(self):
+        return True
+
+    def spans(self, ctx: FitContext):
+        seconds = ctx.spec.num_frames / ctx.spec.frame_rate
+        try:
+            return read_audio_spans(ctx.media["audio_mask"], seconds)
+        except ValueError as exc:
+            raise ConditionInputError("audio_mask", f"unusable audio mask: {exc}") from None
+
+    def plan_skip(self, ctx):
+        if not self.spans(ctx):
+            return "the mask's ranges all lie past audio_duration_seconds: nothing to regenerate"
+        return ""
+
+    def fit(self, ctx):
+        import numpy as np
+
+        table = np.full((MAX_AUDIO_SPANS, 2), np.nan, np.float32)
+        spans = self.spans(ctx)
+        table[: len(spans)] = spans
+        return {"raw:audio_spans": table}
+
+    def tokens(self, t):
+        n = t.audio_clean.shape[1]
+        regen = torch.stack([audio_step_mask(s, n) for s in t.cols["audio_spans"].cpu()])
+        t.audio_cond = torch.maximum(t.audio_cond, (1.0 - regen).to(t.audio_cond))
+
+    def metadata(self):
+        return {"mask_rule": "audio_spans_regenerate_25_per_second"}
+
+
+@dataclass(frozen=True)
+class AudioWindow(Condition):
+    """audio-extend: the first (`side` "prefix") or last ("suffix") `seconds` of the audio clean:
+    round(seconds x 25) latent steps (at least one step is always left to generate)."""
+
+    kind: ClassVar[str] = "audio_window"
+    side: str = "prefix"
+    seconds: Any = 2.0
+
+    def validation_fields(self):
+        return {"audio_url": ("target", True)}
+
+    def pins_audio(self):
+        return True
+
+    def steps(self, total: int) -> int:
+        return min(int(round(float(self.seconds) * AUDIO_STEPS_PER_SECOND)), total - 1)
+
+    def tokens(self, t):
+        n = t.audio_clean.shape[1]
+        k = self.steps(n)
+        if self.side == "prefix":
+            t.pin_audio_steps(0, k)
+        else:
+            t.pin_audio_steps(n - k, n)
+
+    def metadata(self):
+        return {"conditioning_seconds": f"{float(self.seconds):g}", "conditioning_side": self.side}
+
+
 KINDS: dict[str, type[Condition]] = {k.kind: k for k in (FirstFrame, Prefix, Suffix, SpatialKeep, MaskKeep,
-                                                          ReferenceVideo, ReferenceAudio, Keyframe)}
+                                                          ReferenceVideo, ReferenceAudio, Keyframe, GivenAudio,
+                                                          GivenVideo, AudioSpans, AudioWindow)}
 
 
 @dataclass(frozen=True)

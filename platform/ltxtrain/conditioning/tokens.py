@@ -42,6 +42,9 @@ class VideoTokens:
     grid: tuple[int, int, int]  # latent (F, H, W) of the target
     fps: float
     num_target: int  # target tokens come first; appended reference tokens follow
+    # audio-only work: one clean zero token that only exists because the transformer always runs both streams;
+    # `predict` isolates it from audio (no cross-attention), and no loss ever reads it
+    placeholder: bool = False
 
     @property
     def loss_mask(self) -> torch.Tensor:
@@ -256,22 +259,31 @@ class TokenBuilder:
 
 def assemble(conditions, rope, audio_rope, cols: dict, sigma: torch.Tensor, fps: float, *, flags: dict | None = None,
              noise=None, noisy=None, audio_sigma=None, audio_noise=None, audio_noisy=None,
-             audio_role: str = "generated") -> tuple[VideoTokens, AudioTokens | None]:
+             audio_role: str = "generated", video_role: str = "generated") -> tuple[VideoTokens, AudioTokens | None]:
     """THE token assembly for a product: every condition's `tokens` applied to `cols` (the cache columns:
     "latents", "audio", "reference", "mask", ...), then `video_tokens` / `audio_tokens`. Training passes
     `noise`/`audio_noise` and the drawn `flags` ({condition: [B] bool}); the sampler passes its states
     `noisy`/`audio_noisy`. Audio is built when `cols` has it (the cache holds audio only when it is trained); a
-    frozen audio modality is clean everywhere."""
+    frozen modality (video or audio) is clean everywhere, at sigma 0, out of the loss; an absent video is the
+    one-token placeholder the cache holds for audio-only samples (`video_role` "absent"), clean and isolated."""
     audio_clean = cols.get("audio")
     t = TokenBuilder(cols, cols["latents"].shape[2:], fps, rope, audio_rope, flags, noisy is not None, audio_clean)
     for c in conditions:
         c.tokens(t)
+    audio_sigma = sigma if audio_sigma is None else audio_sigma  # sampling: one shared schedule
+    if video_role != "generated":  # frozen (v2a) or the audio-only placeholder: clean, sigma 0
+        t.cond[:] = 1.0
+        sigma = torch.zeros_like(sigma)
     video = video_tokens(rope, t.clean, sigma, fps, cond=t.cond, noise=noise, noisy=noisy, appended=t.appended)
+    video.placeholder = video_role == "absent"
     if t.audio_clean is None:
+        if video.placeholder:
+            raise ValueError("an audio-only sample needs its audio latents (cache column 'audio')")
         return video, None
     if audio_role == "frozen":
         t.audio_cond[:] = 1.0
-    audio = audio_tokens(audio_rope, t.audio_clean, sigma if audio_sigma is None else audio_sigma,
+        audio_sigma = torch.zeros_like(audio_sigma)
+    audio = audio_tokens(audio_rope, t.audio_clean, audio_sigma,
                          noise=audio_noise, noisy=audio_noisy, cond=t.audio_cond, appended=t.audio_appended)
     return video, audio
 
@@ -281,7 +293,8 @@ def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioToke
 
     diffusers' LTX-2 transformer always runs an audio stream; for video-only work we feed a single silent audio
     token and isolate the modalities, so no audio signal reaches the video tokens (like the official trainer's
-    audio=None path, which skips the audio<->video cross-attention).
+    audio=None path, which skips the audio<->video cross-attention). The mirror image for audio-only work: the
+    video stream is a one-token placeholder (`video.placeholder`), isolated the same way; its velocity is unused.
 
     Timesteps and sigmas go in as float32 whatever the model's dtype, as in Lightricks' runtime (bf16 would round
     737.3 to 736); the time embeddings cast their sinusoids to the model dtype themselves. The cross-modal AdaLN
@@ -317,7 +330,7 @@ def predict(transformer, video: VideoTokens, text: TextContext, audio: AudioToke
         audio_encoder_attention_mask=text.mask,
         video_coords=video.coords,
         audio_coords=audio_coords,
-        isolate_modalities=audio is None,
+        isolate_modalities=audio is None or video.placeholder,
         fps=video.fps,
         return_dict=False,
         **forward_kwargs,  # e.g. spatio_temporal_guidance_blocks for STG passes

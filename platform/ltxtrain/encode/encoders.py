@@ -82,6 +82,8 @@ def encode_columns(vae, audio_vae, fitted: dict) -> dict[str, torch.Tensor]:
             out[name] = encode_audio(audio_vae, np.asarray(value))
         elif kind == "raw":
             out[name] = torch.from_numpy(np.ascontiguousarray(np.asarray(value)))
+        elif kind == "none":  # audio-only: the one-token video placeholder (conditioning.tokens.VideoTokens)
+            out[name] = torch.zeros(vae.config.latent_channels, 1, 1, 1)
     if "mask" in out and "latents" in out and tuple(out["mask"].shape) != tuple(out["latents"].shape[1:]):
         raise ValueError(f"latent mask {tuple(out['mask'].shape)} does not match the latent grid "
                          f"{tuple(out['latents'].shape[1:])}")

@@ -121,13 +121,18 @@ def fit_sample(cfg: PreprocessConfig, ctx: FitContext, kind: str, with_target: b
     """The sample's fitted media as typed columns (`video:`, `audio:`, `raw:`): the target (and its audio when
     trained), then each condition's. Training windows and validation entries both come through here."""
     out = {}
-    if with_target:
+    own_audio = cfg.audio and not any(c.supplies_audio() for c in cfg.conditions)
+    if kind == "audio":  # --- audio-only: the track is the target; the video stream is a one-token placeholder
+        out["none:latents"] = 0
+        if with_target:
+            out["audio:audio"] = ctx.audio("target")
+    elif with_target:
         if kind == "image":
             ctx.target = ctx.fit_image("target")
         else:
             ctx.target = ctx.fit_video("target")
         out["video:latents"] = ctx.target
-        if cfg.audio:  # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
+        if own_audio:  # the audio of exactly the kept frames: same window, same resampling/auto-scale timeline
             out["audio:audio"] = ctx.audio("target")
     for c in cfg.conditions:
         out.update(c.fit(ctx))
@@ -262,7 +267,12 @@ def debug_samples(manifest: Manifest, cfg: PreprocessConfig):
             tokens["reference"] = int(np.prod(s.reference_shape[1:]))
         if s.audio_shape:
             tokens["audio"] = int(s.audio_shape[0])
-        yield {"name": s.name, "caption": s.caption, "frames": out["video:latents"], "fps": s.fps,
+        frames = out.get("video:latents")
+        if frames is None:  # audio-only: the fitted sound shown over its spectrogram (one still frame)
+            from ..export.reel import spectrogram_image
+
+            frames = np.repeat(spectrogram_image(out["audio:audio"], cfg.audio_sample_rate)[None], s.num_frames, 0)
+        yield {"name": s.name, "caption": s.caption, "frames": frames, "fps": s.fps,
                "reference": out.get("video:reference"),
                "mask": tensors["mask"].numpy().astype(bool) if "mask" in tensors else None,
                "audio": out.get("audio:audio"), "audio_rate": cfg.audio_sample_rate if "audio:audio" in out else None,

@@ -399,3 +399,81 @@ def read_reel(path) -> dict:
                 audio = audio[:, :int(round(float(ast.duration * ast.time_base) * rate))]
     return {"frames": np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8), "fps": fps,
             "audio": audio, "audio_rate": rate}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# audio-output products: an audio reel, its labels and a spectrogram per preview
+# ---------------------------------------------------------------------------------------------------------------------
+AUDIO_REEL_GAP = 0.5  # seconds of silence between two previews
+
+
+def write_audio_reel(path: str, previews: list[Preview], gap: float = AUDIO_REEL_GAP) -> dict:
+    """The previews' sound joined with `gap` s of silence into one 16-bit stereo .wav at the first preview's rate
+    (others resampled), plus `<path minus .wav>.json`: {"audio_rate", "segments": [{"step", "prompt", "start",
+    "end", "spectrogram"}]} (seconds), and one spectrogram PNG per preview beside it. Written via temporary files.
+    Returns the sidecar's content."""
+    import json
+    import wave
+
+    previews = [p for p in _ordered(list(previews)) if p.audio is not None]
+    if not previews:
+        raise ValueError("write_audio_reel: no preview has audio")
+    rate = int(previews[0].audio_rate or _FALLBACK_AUDIO_RATE)
+    base = os.path.splitext(path)[0]
+    silence = np.zeros((2, int(round(gap * rate))), np.float32)
+    parts, segments, t = [], [], 0.0
+    for i, p in enumerate(previews):
+        a = resample_audio(_stereo(p.audio, f"preview {i}"), int(p.audio_rate or rate), rate)
+        if i:
+            parts.append(silence)
+            t += silence.shape[1] / rate
+        png = f"{base}_{i:02d}_spectrogram.png"
+        write_spectrogram(png, a, rate, title=label_text(p.step, p.prompt))
+        segments.append({"step": p.step, "prompt": p.prompt, "start": round(t, 4),
+                         "end": round(t + a.shape[1] / rate, 4), "spectrogram": os.path.basename(png)})
+        parts.append(a)
+        t += a.shape[1] / rate
+    pcm = (np.concatenate(parts, 1).T * 32767.0).round().astype("<i2")
+    tmp = _tmp_path(path)
+    try:
+        with wave.open(tmp, "wb") as w:
+            w.setnchannels(2), w.setsampwidth(2), w.setframerate(rate)
+            w.writeframes(pcm.tobytes())
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    sidecar = {"audio_rate": rate, "gap_seconds": gap, "segments": segments}
+    with open(base + ".json", "w", encoding="utf-8") as fh:
+        json.dump(sidecar, fh, indent=1)
+    return sidecar
+
+
+def spectrogram(wave, rate: int, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """float32 [freq bins, frames] in dB (mono mix, Hann window), relative to the loudest bin."""
+    from scipy.signal import stft
+
+    mono = np.asarray(wave, np.float32).reshape(-1, np.asarray(wave).shape[-1]).mean(0)
+    n_fft = max(16, min(n_fft, mono.shape[0]))
+    _, _, z = stft(mono, fs=rate, nperseg=n_fft, noverlap=n_fft - min(hop, n_fft // 2), window="hann")
+    mag = np.abs(z)
+    return (20 * np.log10(np.maximum(mag, 1e-8) / max(float(mag.max()), 1e-8))).astype(np.float32)
+
+
+def write_spectrogram(path: str, wave, rate: int, title: str = "", floor_db: float = -80.0) -> None:
+    """A PNG of the sound: time left to right, frequency (0 .. rate/2) bottom to top, -80 .. 0 dB as dark to
+    bright, with `title` as a label strip on top."""
+    from PIL import Image
+
+    Image.fromarray(spectrogram_image(wave, rate, title, floor_db)).save(path)
+
+
+def spectrogram_image(wave, rate: int, title: str = "", floor_db: float = -80.0) -> np.ndarray:
+    """uint8 [H, W, 3] (even sizes) of `write_spectrogram`'s picture."""
+    db = np.clip(spectrogram(wave, rate), floor_db, 0.0)
+    img = ((db - floor_db) / -floor_db * 255).round().astype(np.uint8)[::-1]  # low frequencies at the bottom
+    rgb = np.stack([img, (img.astype(np.float32) * 0.6).astype(np.uint8), 255 - img], -1)  # bright = loud
+    h, w = _even(max(128, rgb.shape[0] // 2)), _even(max(256, min(1024, rgb.shape[1] * 2)))
+    rgb = _resize(rgb, w, h)
+    if title:
+        rgb = np.concatenate([_render_label(title, w, 24), rgb], 0)
+    return rgb

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ..api.errors import Diagnostics, ErrorItem, RequestError
 from ..api.schema import TrainingRequest
 from ..media.fit import frames_available
-from ..media.probe import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, MediaInfo, probe
+from ..media.probe import (AUDIO_EXTENSIONS, DATA_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError,
+                           MediaInfo, probe)
 from ..products.base import ABSENT, AUTO, Recipe
 from .archive import ExtractedFile
 
@@ -50,6 +51,10 @@ def media_kind(path: str) -> str | None:
         return "video"
     if ext in IMAGE_EXTENSIONS:
         return "image"
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    if ext in DATA_EXTENSIONS:
+        return "json"
     return None
 
 
@@ -80,6 +85,8 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
             captions[stem] = f
             continue
         kind = media_kind(f.archive_path)
+        if kind == "json" and "json" not in recipe.all_kinds:  # only products with JSON roles read them
+            kind = None
         if kind is None:
             diag.warn(f"ignored '{f.archive_path}': not a supported media or caption file")
             continue
@@ -122,7 +129,7 @@ def build_samples(recipe: Recipe, request: TrainingRequest, files: list[Extracte
     samples: list[SampleSpec] = []
     for base in sorted(groups):
         slot = groups[base]
-        missing = [r for r in set(recipe.roles.values()) if r not in slot]
+        missing = [r for r in set(recipe.roles.values()) if r not in slot and r not in recipe.optional_roles]
         if missing:
             present = next(iter(slot.values())).archive_path
             want = [s or "(bare name)" for s, r in recipe.roles.items() if r in missing]
@@ -183,6 +190,8 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
 
     Clips that will be split into scenes are judged per scene later, during preprocessing.
     """
+    if sample.kind == "audio":
+        return _audio_long_enough(sample, request, diag, roles)
     if sample.kind != "video" or request.auto_scale_input:
         return True
     for role, info in sample.info.items():
@@ -193,6 +202,17 @@ def _long_enough(sample: SampleSpec, request: TrainingRequest, diag: Diagnostics
             diag.skip(sample.archive_paths[role],
                       f"too short: {have} frames at {request.frame_rate} fps ({info.duration:.2f} s), "
                       f"need {request.number_of_frames} (enable auto_scale_input to fit it)")
+            return False
+    return True
+
+
+def _audio_long_enough(sample: SampleSpec, request, diag: Diagnostics, roles: tuple[str, ...]) -> bool:
+    """Audio-only (fal page): a clip shorter than `audio_duration_seconds` is skipped (both sides of a pair)."""
+    need = request.audio_duration_seconds
+    for role, info in sample.info.items():
+        if info.kind == "audio" and info.duration + 1e-3 < need:
+            diag.skip(sample.archive_paths[role], f"too short: {info.duration:.2f} s of audio, need "
+                                                  f"audio_duration_seconds = {need:g} s")
             return False
     return True
 
@@ -236,6 +256,10 @@ def require_audible(samples: list[SampleSpec], roles: tuple[str, ...]) -> None:
     errors = []
     for s in samples:
         for role in roles:
+            if isinstance(role, tuple):  # alternatives (a2v: `_audio`, else the `_start` video's track)
+                role = next((r for r in role if r in s.info), role[-1])
+            if role not in s.info:
+                continue
             name, info = s.archive_paths[role], s.info[role]
             if not info.has_audio:
                 errors.append(ErrorItem(("body", "training_data_url", name), f"'{name}' has no audio track"))

@@ -13,6 +13,8 @@ import av
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac")
+DATA_EXTENSIONS = (".json",)  # per-sample data files (audio-inpaint's `_mask.json`): not media, never probed
 
 
 class MediaError(Exception):
@@ -27,7 +29,7 @@ class MediaError(Exception):
 @dataclass(frozen=True)
 class MediaInfo:
     path: str
-    kind: str  # "video" | "image"
+    kind: str  # "video" | "image" | "audio" | "json"
     width: int
     height: int
     fps: float | None  # None for images
@@ -48,7 +50,32 @@ def probe(path: str) -> MediaInfo:
         raise MediaError(path, "file not found")
     if is_image_path(path):
         return _probe_image(path)
+    lower = path.lower()
+    if lower.endswith(DATA_EXTENSIONS):
+        return MediaInfo(path, "json", 0, 0, None, 0, 0.0, False, None, None)
+    if lower.endswith(AUDIO_EXTENSIONS):
+        return _probe_audio(path)
     return _probe_video(path)
+
+
+def _probe_audio(path: str) -> MediaInfo:
+    """An audio-only file: its length from the stream (or container) metadata, decoded when neither has one."""
+    with open_container(path, what="audio") as container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        sr, ch = stream.codec_context.sample_rate, stream.codec_context.channels
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        if duration <= 0 and container.duration:
+            duration = container.duration / 1e6
+        if duration <= 0:  # raw ADTS .aac and friends: count the decoded samples
+            try:
+                duration = sum(f.samples for f in container.decode(stream)) / float(sr or 1)
+            except av.FFmpegError as e:
+                raise MediaError(path, f"unreadable or corrupt audio ({e})") from e
+        if duration <= 0 or not sr:
+            raise MediaError(path, "audio stream has no samples (corrupt?)")
+    return MediaInfo(path, "audio", 0, 0, None, 0, float(duration), True, sr, ch)
 
 
 def _probe_image(path: str) -> MediaInfo:

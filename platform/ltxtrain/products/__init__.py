@@ -18,6 +18,14 @@ PRODUCTS = (
     "extend_prefix",
     "extend_suffix",
     "interpolate",
+    # the audio side (issue 15)
+    "t2a",
+    "v2a",
+    "a2v",
+    "a2a",
+    "av2av",
+    "audio_inpaint",
+    "audio_extend",
 )
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Callable
 
-from pydantic import Field, create_model
+from typing import Literal
+
+from pydantic import Field, create_model, field_validator
 
 from ..api.errors import ErrorItem, RequestError
-from ..api.schema import TrainingRequest, ValidationPrompt, _Strict
+from ..api.schema import (DEFAULT_NEGATIVE_PROMPT, MAX_PROMPT_CHARS, MAX_TRIGGER_CHARS, TrainingRequest,
+                          ValidationPrompt, _Strict)
 from ..conditioning.kinds import (ABSENT, AUTO, FROZEN, GENERATED, Condition, ConditionSet, roles_of,
                                   validation_fields_of)
 
-__all__ = ["Recipe", "FamilyRequest", "FamilyAudioRequest", "validation_entry", "entries", "GENERATED", "FROZEN", "ABSENT", "AUTO"]
+__all__ = ["Recipe", "FamilyRequest", "FamilyAudioRequest", "AudioOnlyRequest", "validation_entry", "entries", "GENERATED", "FROZEN", "ABSENT", "AUTO"]
 
 
 def validation_entry(name: str, conditions: tuple[Condition, ...]) -> type[_Strict]:
@@ -45,6 +48,45 @@ class FamilyRequest(TrainingRequest):
 class FamilyAudioRequest(FamilyRequest):
     audio_normalize: bool = True
     audio_preserve_pitch: bool = True
+
+
+AUDIO_FRAME_RATE = 25  # audio-only products: the bucket's clock is the audio latent rate (25 steps/s)
+
+
+class AudioOnlyRequest(_Strict):
+    """Fields of the audio-only endpoints (t2a, a2a, audio-inpaint, audio-extend-*): the video block is replaced
+    by `audio_duration_seconds` (fal page). The geometry the shared pipeline reads is derived below: a 25/s clock
+    whose `number_of_frames` spans the bucket, and a 32x32 nominal size nothing is ever decoded at."""
+
+    training_data_url: str = Field(min_length=1)
+    trigger_phrase: str = Field("", max_length=MAX_TRIGGER_CHARS)
+    rank: Literal[8, 16, 32, 64, 128] = 32
+    number_of_steps: int = Field(3000, ge=100, le=20000)
+    learning_rate: float = Field(2e-4, ge=1e-6, le=1.0)
+    audio_duration_seconds: float = Field(4.0, ge=1.0, le=20.0)
+    audio_normalize: bool = True
+    validation_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=MAX_PROMPT_CHARS)
+    stg_scale: float = Field(1.0, ge=0.0, le=3.0)
+    debug_dataset: bool = False
+    training_mode: Literal["lora", "full"] = "lora"
+    init_lora_url: str | None = None  # continue from an existing LoRA (same rules as TrainingRequest)
+
+    @field_validator("trigger_phrase")
+    @classmethod
+    def _strip_trigger(cls, v: str) -> str:
+        return v.strip()
+
+    # the pipeline's geometry, derived (not request fields)
+    audio_preserve_pitch = property(lambda self: True)  # a fitted clip is trimmed, never stretched: unused
+    frame_rate = property(lambda self: AUDIO_FRAME_RATE)
+    validation_frame_rate = frame_rate
+    number_of_frames = property(lambda self: max(1, round(self.audio_duration_seconds * AUDIO_FRAME_RATE)))
+    validation_number_of_frames = number_of_frames  # preview length = audio_duration_seconds (spec, our choice)
+    size = property(lambda self: (32, 32))
+    validation_size = size
+    auto_scale_input = property(lambda self: False)
+    split_input_into_scenes = property(lambda self: False)
+    split_input_duration_threshold = property(lambda self: 60.0)
 
 
 @dataclass(frozen=True)
@@ -79,13 +121,23 @@ class Recipe:
         return kinds.get(role) or self.media_kinds
 
     @property
+    def all_kinds(self) -> set[str]:
+        """Every media kind some role of this product accepts."""
+        return {k for _, kinds in roles_of(self.conditions, self.target).values() for k in (kinds or self.media_kinds)}
+
+    @property
+    def optional_roles(self) -> tuple[str, ...]:
+        return tuple(r for c in self.conditions for r in c.optional_roles())
+
+    @property
     def matched_roles(self) -> tuple[str, ...]:
         return tuple(r for c in self.conditions for r in c.matched_roles())
 
     @property
     def audible_roles(self) -> tuple[str, ...]:
         roles = [r for c in self.conditions for r in c.audible_roles()]
-        return tuple(dict.fromkeys(roles + (["target"] if self.audio in (GENERATED, FROZEN) else [])))
+        own = self.audio in (GENERATED, FROZEN) and not any(c.supplies_audio() for c in self.conditions)
+        return tuple(dict.fromkeys(roles + (["target"] if own else [])))
 
     def validation_roles(self) -> dict[str, str]:
         """validation-entry field -> role."""

@@ -43,6 +43,7 @@ def sample_latents(
     guidance: Guidance = Guidance(),
     generator: torch.Generator | None = None,
     audio_role: str = "generated",
+    video_role: str = "generated",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Denoise target latents [1, C, F, H, W] (and packed audio [1, L, Ca] when `audio_steps`) from noise.
 
@@ -64,11 +65,12 @@ def sample_latents(
         cols.setdefault("audio", torch.zeros_like(a))
     else:
         cols.pop("audio", None)
-    sigmas = inference_sigmas(steps, n)
+    # the schedule's shift follows the generated tokens: audio's when the video is given (v2a) or absent (t2a)
+    sigmas = inference_sigmas(steps, n if video_role == "generated" or a is None else a.shape[1])
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
         s = sigma.view(1)
         vt, at = assemble(conditions, transformer.rope, transformer.audio_rope, cols, s, fps, noisy=x,
-                          audio_noisy=a, audio_role=audio_role)
+                          audio_noisy=a, audio_role=audio_role, video_role=video_role)
         v, va = _guided(transformer, vt, at, text, negative, guidance)
         dt = sigma_next - sigma
         keep = vt.cond[:, : vt.num_target, None]

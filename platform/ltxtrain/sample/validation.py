@@ -159,7 +159,9 @@ def encode_entry(model_dir: str, it: ValidationItem, media: dict[str, str], cond
     def named(role: str, msg: str) -> RequestError:
         return RequestError(ErrorItem(("body", "validation", it.index, fields.get(role, role)), msg))
 
-    timing = "target" if "target" in media else next((r for r in ("reference",) if r in media), None)
+    # the input whose length times the preview: the target, else a reference clip or a given audio file
+    timing = "target" if "target" in media else next(
+        (r for r in ("reference", "reference_audio", "given_audio") if r in media), None)
     window, auto, kind = TimeWindow(0.0, 0.0), False, "video"
     if timing:
         try:
@@ -170,7 +172,8 @@ def encode_entry(model_dir: str, it: ValidationItem, media: dict[str, str], cond
         window = TimeWindow(0.0, info.duration)
         auto = info.kind == "video" and frames_available(info.duration, it.fps) < it.num_frames
     target_audio = "target" in media and (conditions.audio == FROZEN or any(c.pins_audio() for c in conditions.items))
-    with_audio_vae = target_audio or any(c.kind == "reference_audio" for c in conditions.items)
+    with_audio_vae = target_audio or kind == "audio" or any(c.kind == "reference_audio" or c.supplies_audio()
+                                                            for c in conditions.items)
     parts = load_components(model_dir, ["vae"] + (["audio_vae"] if with_audio_vae else []),
                             device=device_for_actor())
     cfg = PreprocessConfig(model_dir=model_dir, cache_dir="", width=it.width, height=it.height,
@@ -200,8 +203,9 @@ def render_previews(transformer, items: list[ValidationItem], cache: LatentCache
     previews = []
     was_training = transformer.training
     transformer.eval()
+    audio_out = conditions.video != "generated"  # v2a and audio-only products preview sound alone
     for it in items:
-        f, h, w = it.grid
+        f, h, w = it.grid if conditions.video != "absent" else (1, 1, 1)  # audio-only: the one-token placeholder
         cols = ({k: v[None].float() for k, v in cache.load_video(it.conditions_id).items()}
                 if it.conditions_id else {})
         text = _text(cache, it.text_id, device)
@@ -210,10 +214,11 @@ def render_previews(transformer, items: list[ValidationItem], cache: LatentCache
         video, audio = sample_latents(
             transformer, text, (f, h, w), it.fps, steps=VALIDATION_STEPS, conditions=conditions.items, cols=cols,
             audio_steps=it.audio_steps if it.audio else None, negative=negative, guidance=guidance,
-            generator=torch.Generator().manual_seed(it.seed + it.index), audio_role=conditions.audio)
+            generator=torch.Generator().manual_seed(it.seed + it.index), audio_role=conditions.audio,
+            video_role=conditions.video)
         if decoders is None:
             continue
-        frames = decode_video(decoders["vae"], video)
+        frames = None if audio_out else decode_video(decoders["vae"], video)
         wave, rate = (decode_audio(decoders["audio_vae"], decoders["vocoder"], audio)
                       if audio is not None else (None, None))
         ref_frames = decode_video(decoders["vae"], cols["reference"]) if "reference" in cols else None

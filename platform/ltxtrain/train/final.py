@@ -18,6 +18,7 @@ from .parallel import iter_full_state, trainable_state_dict
 
 LORA_FILE = "adapter.safetensors"
 REEL_FILE = "validation_reel.mp4"
+AUDIO_REEL_DIR = "validation_audio"  # sound-only previews (v2a, audio-only products): .wav reel, labels, spectrograms
 MODEL_DIR = "transformer"  # full fine-tunes: diffusers-layout safetensors (sharded when large)
 
 
@@ -47,7 +48,12 @@ def write_final(cfg: TrainConfig, transformer, rank: int, bf16: bool, final: dic
         if rank == 0:
             with open(os.path.join(tmp, "final_metrics.json"), "w") as fh:
                 json.dump(final, fh)
-            if previews:
+            if previews and previews[0].frames is None:  # --- audio previews (issue 15)
+                from ..export.reel import write_audio_reel
+
+                os.makedirs(os.path.join(tmp, AUDIO_REEL_DIR), exist_ok=True)
+                write_audio_reel(os.path.join(tmp, AUDIO_REEL_DIR, "validation.wav"), previews)
+            elif previews:
                 from ..export.reel import write_reel
 
                 write_reel(os.path.join(tmp, REEL_FILE), previews)

@@ -75,7 +75,8 @@ def step_tokens(transformer, batch: Batch, draw: Draw, device: torch.device, con
         conditions.items, transformer.rope, transformer.audio_rope, cols, draw.sigma.to(device), batch.fps,
         flags=draw.flags, noise=draw.noise.to(device),
         audio_sigma=None if draw.audio_sigma is None else draw.audio_sigma.to(device),
-        audio_noise=None if draw.audio_noise is None else draw.audio_noise.to(device), audio_role=conditions.audio)
+        audio_noise=None if draw.audio_noise is None else draw.audio_noise.to(device), audio_role=conditions.audio,
+        video_role=conditions.video)
     text = TextContext(batch.text_video.to(device), batch.text_audio.to(device), batch.text_mask.to(device))
     return video, text, audio
 
@@ -87,7 +88,9 @@ def velocities(transformer, batch: Batch, draw: Draw, device: torch.device,
     if audio is None:
         return {"video": (predict(transformer, video, text), video.target, video.loss_mask)}
     pred_video, pred_audio = predict(transformer, video, text, audio)
-    out = {"video": (pred_video, video.target, video.loss_mask)}
+    out = {}
+    if conditions.video == "generated":  # a frozen video (v2a) or the audio-only placeholder is never in the loss
+        out["video"] = (pred_video, video.target, video.loss_mask)
     if conditions.audio != "frozen":
         out["audio"] = (pred_audio, audio.target, audio.loss_mask)
     return out

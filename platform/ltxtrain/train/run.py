@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .. import metrics_file
 from .config import TrainConfig
-from .final import LORA_FILE, MODEL_DIR, REEL_FILE
+from .final import AUDIO_REEL_DIR, LORA_FILE, MODEL_DIR, REEL_FILE
 from .loop import train_loop_per_worker
 
 
@@ -19,6 +19,7 @@ class TrainOutcome:
     metrics: dict
     reel_path: str | None = None  # validation reel, when the request had validation entries
     model_dir: str | None = None  # full fine-tune: diffusers-layout safetensors (one file, or shards + index)
+    audio_reel_dir: str | None = None  # sound-only previews: validation.wav, validation.json, spectrogram PNGs
 
 
 def metrics_file_callback(path: str):
@@ -90,8 +91,13 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
             if os.path.exists(os.path.join(ckpt, name_)):
                 copied[key] = os.path.join(out_dir, name_)
                 shutil.copyfile(os.path.join(ckpt, name_), copied[key])
+        if os.path.isdir(os.path.join(ckpt, AUDIO_REEL_DIR)):  # audio previews: the reel, its labels, spectrograms
+            copied["audio_reel"] = os.path.join(out_dir, AUDIO_REEL_DIR)
+            shutil.rmtree(copied["audio_reel"], ignore_errors=True)
+            shutil.copytree(os.path.join(ckpt, AUDIO_REEL_DIR), copied["audio_reel"])
         if os.path.isdir(os.path.join(ckpt, MODEL_DIR)):
             copied["model"] = os.path.join(out_dir, MODEL_DIR)
             shutil.rmtree(copied["model"], ignore_errors=True)
             shutil.copytree(os.path.join(ckpt, MODEL_DIR), copied["model"])
-    return TrainOutcome(copied.get("adapter"), metrics, copied.get("reel"), copied.get("model"))
+    return TrainOutcome(copied.get("adapter"), metrics, copied.get("reel"), copied.get("model"),
+                        copied.get("audio_reel"))
