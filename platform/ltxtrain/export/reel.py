@@ -19,6 +19,7 @@ frame and cut at its end, silence where a preview has none.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -29,7 +30,8 @@ from functools import lru_cache
 import av
 import numpy as np
 
-from ..media.mp4 import Mp4Writer as _Mp4Writer, tmp_path as _tmp_path, write_mp4
+from ..media.mp4 import Mp4Writer as _Mp4Writer, remove_if_present as _remove, tmp_path as _tmp_path
+from ..media.mp4 import write_mp4
 
 # AAC (ffmpeg's native encoder) accepts only the MPEG-4 audio sample rates; anything else is resampled to 48 kHz.
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
@@ -132,19 +134,7 @@ def write_clip(path: str, frames, fps: float, audio: np.ndarray | None = None, a
             img = np.pad(img, ((0, eh - h), (0, ew - w), (0, 0)), mode="edge")
         return img
 
-    return write_mp4(path, (pad(img) for img in _chain(first, it)), fps, wave, rate, crf=crf)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+    return write_mp4(path, (pad(img) for img in itertools.chain([first], it)), fps, wave, rate, crf=crf)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def write_mp4(target: str | os.PathLike | BinaryIO, frames: Iterable[np.ndarray]
     except BaseException:
         writer.abort()
         if to_file:
-            _remove(dest)
+            remove_if_present(dest)
         raise
     return {"frames": n, "width": w, "height": h, "fps": float(fps), "audio_rate": None if wave is None else
             int(audio_rate), "audio_samples": 0 if wave is None else int(wave.shape[-1])}
@@ -149,7 +149,7 @@ def _chain(first, rest):
     yield from rest
 
 
-def _remove(path: str) -> None:
+def remove_if_present(path: str) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:
