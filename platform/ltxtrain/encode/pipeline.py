@@ -50,6 +50,7 @@ class PreprocessConfig:
     encoder_actors: int = 1
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
     worker_model_dir: str | None = None  # where the encoder actors load the model (a storage URI on clusters)
+    progress: bool = True  # one tqdm bar per phase (captions, clips) instead of Ray Data's own bars and log blocks
 
     @property
     def actor_model_dir(self) -> str:
@@ -162,7 +163,12 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
     import ray
 
     # Without this Ray Data reserves half the CPUs per operator and runs ~1 decode task at a time on small nodes.
-    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+    context = ray.data.DataContext.get_current()
+    context.op_resource_reservation_enabled = False
+    if cfg.progress:  # our bars say what a user needs; Ray Data's per-operator bars and plans are for debugging
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     cache = LatentCache(cfg.cache_dir)
     items = [{"name": s.name, "path": s.media["target"],
               "media": json.dumps({r: p for r, p in s.media.items() if r != "target"}, sort_keys=True),
@@ -198,8 +204,10 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
             rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
             encoded = ray.data.from_items(rows).map_batches(
                 _text_actor(), fn_constructor_args=(cfg.actor_model_dir,), batch_size=8, **actor_opts)
-            for row in encoded.iter_rows():
-                cache.write_text(row["text_id"], **from_bytes(row["tensors"]))
+            with _bar(cfg, len(rows), "captions") as bar:
+                for row in encoded.iter_rows():
+                    cache.write_text(row["text_id"], **from_bytes(row["tensors"]))
+                    bar.update(1)
 
         todo = [r for r in keep if not cache.has_video(r["id"])]
         if todo:
@@ -208,8 +216,10 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
                 _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae),
                 batch_size=1, **actor_opts)
             try:
-                for row in encoded.iter_rows():
-                    cache.write_video(row["id"], **from_bytes(row["tensors"]))
+                with _bar(cfg, len(todo), "clips") as bar:
+                    for row in encoded.iter_rows():
+                        cache.write_video(row["id"], **from_bytes(row["tensors"]))
+                        bar.update(1)
             except Exception as exc:  # a clip that probed fine but fails to decode: name it
                 raise _named_failure(exc, todo) from exc
 
@@ -230,6 +240,13 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         ))
     cache.write_manifest(manifest)
     return manifest
+
+
+def _bar(cfg: PreprocessConfig, total: int, what: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"encoding {what}", unit=what.rstrip("s"), disable=not cfg.progress,
+                mininterval=2.0, dynamic_ncols=False)
 
 
 def _video_actor():
