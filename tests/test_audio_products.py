@@ -327,6 +327,61 @@ def test_overfit_the_generated_modality_while_the_frozen_one_stays_bit_exact(tin
     assert after < 0.6 * before, (before, after)
 
 
+AUDIO_ONLY_OVERFIT = {  # endpoint -> (request fields, audio steps given clean)
+    "audio-inpaint": ({}, [i for i in range(25) if not 5 <= i < 10]),  # the mask regenerates [0.2 s, 0.4 s)
+    "audio-extend-prefix": ({"conditioning_seconds": 0.2}, list(range(5))),
+    "audio-extend-suffix": ({"conditioning_seconds": 0.2}, list(range(20, 25))),
+    "a2a": ({}, []),  # the reference rides along appended; the whole target is generated
+}
+
+
+@pytest.mark.parametrize("endpoint", list(AUDIO_ONLY_OVERFIT))
+def test_overfit_audio_only_conditions_generate_toward_the_clip_and_keep_the_given_steps(tiny_model, tmp_path,
+                                                                                          endpoint):
+    """The audio-only conditioned products through the real loop and the shared sampler: after training on one
+    clip, the generated steps move toward it and the given steps come back bit for bit."""
+    from ltxtrain.conditioning.kinds import MAX_AUDIO_SPANS
+    from ltxtrain.models.lora import attach_lora, load_lora_state_dict
+    from ltxtrain.sample.sampler import sample_latents
+    from ltxtrain.train.config import TrainConfig
+    from ltxtrain.train.loop import LORA_FILE, WorkerContext, run_worker
+    from safetensors.torch import load_file
+
+    payload, kept = AUDIO_ONLY_OVERFIT[endpoint]
+    recipe = get_recipe(endpoint)
+    conditions = recipe.bind(recipe.parse({"training_data_url": "x", "audio_duration_seconds": 1.0, **payload}), True)
+    targets = recipe.lora_targets(None, True)
+    base = _tiny(tiny_model)
+    text = _text(tiny_model)
+    c, ca = base.config.in_channels, base.config.audio_in_channels
+    aud = _audio_clip(25, ca)
+    spans = torch.full((MAX_AUDIO_SPANS, 2), float("nan"))
+    spans[0] = torch.tensor([0.2, 0.4])
+    ref = aud.flip(0) * 0.5
+    cols = {"latents": torch.zeros(c, 1, 1, 1), "audio": aud, "audio_spans": spans, "ref_audio": ref}
+    cache_dir = _write_cache(tmp_path, tiny_model, conditions, cols, text)
+    cfg = TrainConfig(model_dir=tiny_model, cache_dir=cache_dir, steps=120, learning_rate=1e-2, rank=16,
+                      lora_targets=targets, conditions=conditions.to_json(), seed=0, progress=False, log_every=40)
+    saved = {}
+    run_worker(cfg, WorkerContext(), lambda m, d: saved.update(lora=load_file(str(Path(d) / LORA_FILE))) if d else None)
+    given = {"audio": aud[None], "audio_spans": spans[None], "ref_audio": ref[None]}
+    free = torch.ones(25, dtype=torch.bool)
+    free[kept] = False
+
+    def generate(transformer) -> float:
+        _, out = sample_latents(transformer, text, (1, 1, 1), 25.0, steps=10, conditions=conditions.items,
+                                cols=given, audio_steps=25, generator=torch.Generator().manual_seed(0),
+                                video_role="absent")
+        assert torch.equal(out[0, kept], aud[kept])  # the given steps, bit for bit
+        return torch.mean((out[0, free] - aud[free]) ** 2).item()
+
+    before = generate(base)
+    attach_lora(base, 16, targets)
+    load_lora_state_dict(base, saved["lora"])
+    after = generate(base.eval())
+    assert after < 0.6 * before, (before, after)
+
+
 # ------------------------------------------------------------------------------------------------------ previews
 def test_audio_reel_joins_previews_with_gaps_labels_them_and_draws_a_spectrogram_each(tmp_path):
     from PIL import Image
