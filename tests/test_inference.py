@@ -71,3 +71,80 @@ def test_i2v_conditions_on_the_image_and_requires_it(engine, lora, tmp_path):
     assert kinds == {"video"} and len(frames) == 9
     missing = engine.generate("i2v", {**GEO, "lora_url": lora}, {"path": lora})
     assert missing["errors"][0]["loc"] == ["body", "image_url"]
+
+
+def test_ic_lora_reference_scaling_comes_from_the_loras_metadata(engine, tiny_model, tmp_path, monkeypatch):
+    import ltxtrain.media.reference as reference
+
+    scaled = []
+    real = reference.scale_reference
+    monkeypatch.setattr(reference, "scale_reference",
+                        lambda frames, s, t: scaled.append((s, t)) or real(frames, s, t))
+    ic = _lora(tiny_model, tmp_path / "ic.safetensors", {"reference_downscale_factor": "2",
+                                                        "reference_temporal_scale_factor": "1"}, VIDEO_TARGETS)
+    ref = tmp_path / "ref.mp4"
+    write_video(str(ref), 0.5, 24, 128, 64, seed=1)
+    body = {**GEO, "lora_url": ic, "reference_video_url": str(ref), "with_audio": False}
+    out = engine.generate("ic-lora/v2v", body, {"path": ic})
+    assert "errors" not in out, out
+    assert scaled == [(2, 1)]  # the request names no factor: the file's metadata does
+    assert len(_frames(out["data"])[1]) == 9
+    # the request may not set it: it is a property of the LoRA
+    extra = engine.generate("ic-lora/v2v", {**body, "reference_downscale_factor": 1}, {"path": ic})
+    assert extra["errors"][0]["loc"] == ["body", "reference_downscale_factor"]
+    # a geometry the LoRA's factor cannot take is a 422 naming it
+    odd = engine.generate("ic-lora/v2v", {**body, "width": 96}, {"path": ic})
+    assert odd["errors"][0]["loc"] == ["body", "reference_downscale_factor"]
+
+
+def test_inpaint_keeps_the_unmasked_latent_cells_bit_exact(engine, lora, tmp_path, monkeypatch):
+    import ltxtrain.sample.sampler as sampler
+
+    seen = {}
+    real = sampler.sample_latents
+
+    def spy(*args, **kw):
+        video, audio = real(*args, **kw)
+        seen.update(cols=kw["cols"], video=video)
+        return video, audio
+
+    monkeypatch.setattr(sampler, "sample_latents", spy)
+    clip, mask = tmp_path / "clip.mp4", tmp_path / "mask.png"
+    write_video(str(clip), 0.5, 24, 128, 64, seed=2)
+    m = np.zeros((64, 128), np.uint8)
+    m[:, 64:] = 255  # WHITE (right half) regenerates, BLACK is kept
+    Image.fromarray(m).save(mask)
+    out = engine.generate("inpaint", {**GEO, "lora_url": lora, "video_url": str(clip), "mask_url": str(mask),
+                                      "with_audio": False}, {"path": lora})
+    assert "errors" not in out, out
+    cols, video = seen["cols"], seen["video"]
+    regen = cols["mask"][0].bool()  # [F, H, W] latent cells to regenerate
+    kept = ~regen
+    assert kept.any() and regen.any()
+    given = cols["latents"][0]  # [C, F, H, W]
+    assert torch.equal(video[0][:, kept], given[:, kept])
+    assert not torch.equal(video[0][:, regen], given[:, regen])
+    missing = engine.generate("inpaint", {**GEO, "lora_url": lora, "video_url": str(clip)}, {"path": lora})
+    assert missing["errors"][0]["loc"] == ["body", "mask_url"]
+
+
+def test_v2a_and_t2a_answer_with_a_wav(engine, lora, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    write_video(str(clip), 0.5, 24, 128, 64, seed=3)
+    for endpoint, extra, seconds in (("v2a", {"video_url": str(clip)}, 9 / 24), ("t2a", {"duration": 1.0}, 1.0)):
+        out = engine.generate(endpoint, {**GEO, "lora_url": lora, **extra}, {"path": lora})
+        assert "errors" not in out, (endpoint, out)
+        assert out["media_type"] == "audio/wav"
+        with wave.open(io.BytesIO(out["data"])) as w:
+            assert w.getnchannels() == 2 and w.getsampwidth() == 2
+            assert w.getnframes() / w.getframerate() == pytest.approx(seconds, abs=0.1)
+
+
+def test_a_private_media_url_is_refused_naming_the_field(engine, lora):
+    engine.allow_private_urls = False
+    try:
+        out = engine.generate("i2v", {**GEO, "lora_url": lora, "image_url": "http://127.0.0.1:9/a.png"},
+                              {"path": lora})
+    finally:
+        engine.allow_private_urls = True
+    assert out["errors"][0]["loc"] == ["body", "image_url"]

@@ -555,8 +555,9 @@ def test_inference_with_a_finished_jobs_lora_returns_a_decodable_mp4(client, fin
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "width"]
     none = client.post("/inference/t2v", json={k: v for k, v in body.items() if k != "request_id"}, headers=ALICE)
     assert none.status_code == 422 and none.json()["detail"][0]["loc"] == ["body", "request_id"]
+    # every product is served, with its own condition fields: IC-LoRA needs its reference video
     ic = client.post("/inference/ic-lora/v2v", json=body, headers=ALICE)
-    assert ic.status_code == 422 and ic.json()["detail"][0]["loc"] == ["path", "endpoint"]
+    assert ic.status_code == 422 and ic.json()["detail"][0]["loc"] == ["body", "reference_video_url"]
 
 
 # ------------------------------------------------------------------------------------------------ cancel
