@@ -148,3 +148,30 @@ def test_a_private_media_url_is_refused_naming_the_field(engine, lora):
     finally:
         engine.allow_private_urls = True
     assert out["errors"][0]["loc"] == ["body", "image_url"]
+
+
+# ------------------------------------------------------------------------------------------------ the route
+def _app(tmp_path, home, allow_private: bool):
+    from fastapi.testclient import TestClient
+
+    from serve.app import create_app
+    from serve.config import ServeConfig
+
+    config = ServeConfig(db_path=str(tmp_path / f"jobs{allow_private}.db"), out_root=str(tmp_path / "jobs"),
+                         tokens={"t": "alice"}, allow_private_urls=allow_private, home=str(home))
+    return TestClient(create_app(config))  # no lifespan: no job runner, inference in-process
+
+
+def test_the_route_answers_wav_for_v2a_and_refuses_private_media_urls(ltx_home, lora, tmp_path):
+    auth = {"Authorization": "Key t"}
+    clip = tmp_path / "clip.mp4"
+    write_video(str(clip), 0.5, 24, 128, 64, seed=4)
+    client = _app(tmp_path, ltx_home, allow_private=True)
+    r = client.post("/inference/v2a", json={**GEO, "lora_url": lora, "video_url": str(clip)}, headers=auth)
+    assert r.status_code == 200, r.text[:2000]
+    assert r.headers["content-type"] == "audio/wav" and r.content[:4] == b"RIFF"
+    strict = _app(tmp_path, ltx_home, allow_private=False)
+    r = strict.post("/inference/v2a", json={**GEO, "lora_url": "https://example.com/l.safetensors",
+                                            "video_url": "http://10.0.0.1/clip.mp4"}, headers=auth)
+    # every URL is checked (this sandbox may not resolve the LoRA's host either): the private one is named
+    assert r.status_code == 422 and ["body", "video_url"] in [e["loc"] for e in r.json()["detail"]]
