@@ -8,7 +8,8 @@
     POST /requests/{id}/resume          a FAILED or CANCELLED training, again as its next attempt → 202
                                         (409 otherwise; alias POST /jobs/{id}/resume)
     GET  /requests                      this user's trainings, newest first
-    POST /inference/{endpoint}          one sample with a LoRA (request_id or lora_url) → video/mp4
+    POST /inference/{endpoint}          one sample with a LoRA (request_id or lora_url) → video/mp4 (audio/wav
+                                        for products whose video is not generated)
     GET  /                              HTML list of the user's jobs
     /{owner}/{alias}/...                the fal queue API (serve/routes/fal.py), for the public fal-client
 Every error body is {"detail": [{"loc": [...], "msg": "..."}]} (unknown routes: 404); another user's job answers 404.
