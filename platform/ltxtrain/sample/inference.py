@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import wave as wavelib
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -28,15 +29,15 @@ class InferenceRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field("worst quality, inconsistent motion, blurry, jittery, distorted",
                                  max_length=MAX_PROMPT_CHARS)
-    resolution: str = Field("low", pattern="^(low|medium|high)$")
-    aspect_ratio: str = Field("16:9", pattern="^(16:9|1:1|9:16)$")
+    resolution: Literal["low", "medium", "high"] = "low"
+    aspect_ratio: Literal["16:9", "1:1", "9:16"] = "16:9"
     width: int | None = Field(None, ge=32, le=1920)  # explicit size overrides resolution/aspect_ratio
     height: int | None = Field(None, ge=32, le=1920)
     number_of_frames: int = Field(49, ge=9, le=257)
     frame_rate: int = Field(25, ge=8, le=60)
     num_inference_steps: int = Field(20, ge=1, le=100)
     guidance_scale: float = Field(3.0, ge=1.0, le=20.0)
-    stg_scale: float = Field(0.0, ge=0.0, le=3.0)
+    stg_scale: float = Field(1.0, ge=0.0, le=3.0)  # the training requests' default: previews use it
     lora_scale: float = Field(1.0, ge=0.0, le=2.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     with_audio: bool = True
