@@ -131,13 +131,16 @@ def test_inpaint_keeps_the_unmasked_latent_cells_bit_exact(engine, lora, tmp_pat
 def test_v2a_and_t2a_answer_with_a_wav(engine, lora, tmp_path):
     clip = tmp_path / "clip.mp4"
     write_video(str(clip), 0.5, 24, 128, 64, seed=3)
-    for endpoint, extra, seconds in (("v2a", {"video_url": str(clip)}, 9 / 24), ("t2a", {"duration": 1.0}, 1.0)):
-        out = engine.generate(endpoint, {**GEO, "lora_url": lora, **extra}, {"path": lora})
+    audio_only = {"prompt": "a low hum", "num_inference_steps": 2, "guidance_scale": 1.0, "duration": 1.0}
+    for endpoint, body, seconds in (("v2a", {**GEO, "video_url": str(clip)}, 9 / 24), ("t2a", audio_only, 1.0)):
+        out = engine.generate(endpoint, {**body, "lora_url": lora}, {"path": lora})
         assert "errors" not in out, (endpoint, out)
         assert out["media_type"] == "audio/wav"
         with wave.open(io.BytesIO(out["data"])) as w:
             assert w.getnchannels() == 2 and w.getsampwidth() == 2
             assert w.getnframes() / w.getframerate() == pytest.approx(seconds, abs=0.1)
+    sized = engine.generate("t2a", {**audio_only, "lora_url": lora, "width": 128}, {"path": lora})
+    assert sized["errors"][0]["loc"] == ["body", "width"]  # no video is made: refused, not ignored
 
 
 def test_a_private_media_url_is_refused_naming_the_field(engine, lora):

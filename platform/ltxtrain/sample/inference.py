@@ -74,6 +74,12 @@ class AudioInferenceRequest(InferenceRequest):
 
     duration: float = Field(4.0, ge=1.0, le=20.0)
 
+    @field_validator("width", "height", "resolution", "aspect_ratio", "number_of_frames", "frame_rate")
+    @classmethod
+    def _no_video_geometry(cls, v):
+        # runs only on given values: no video is made, so a size or frame count would be silently ignored
+        raise ValueError("does not apply to an audio-only endpoint: give duration (seconds)")
+
     @property
     def geometry(self):
         from ..products.base import AUDIO_FRAME_RATE
