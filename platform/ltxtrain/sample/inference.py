@@ -155,8 +155,10 @@ def sample_one(recipe, req: InferenceRequest, media: dict[str, str], lora_metada
     # the LoRA's own parameters (e.g. its reference scaling) must still fit this request's geometry
     problems = [e for check in recipe.checks for e in check(view)]
     problems += [ErrorItem(("body", *loc), msg) for c in conditions.items for loc, msg in c.check(view)]
-    if problems:
-        raise RequestError(problems)
+    if problems:  # a field the request cannot set is the LoRA's training value: say so
+        raise RequestError([e if e.loc[-1] in type(req).model_fields else
+                            ErrorItem(e.loc, f"{e.msg} (a training parameter of this LoRA: choose a geometry that "
+                                             f"fits it)") for e in problems])
     w, h, frames, fps = req.geometry
     generate_audio = conditions.audio != ABSENT
     item = ValidationItem(index=0, prompt=req.prompt, text_id="", negative_text_id="", width=w, height=h,
