@@ -70,8 +70,6 @@ def default_run(tiny_model, tmp_path_factory):
 
 @pytest.mark.parametrize("lever", list(LEVERS))
 def test_lever_trains_and_matches_default_losses(lever, tiny_model, default_run):
-    if lever == "8-bit AdamW":
-        pytest.importorskip("bitsandbytes")
     cache, base = default_run
     final, losses = train(tiny_model, cache, **LEVERS[lever])
     assert final["probe_loss_end"] < 0.97 * final["probe_loss_start"], final
@@ -85,7 +83,6 @@ def test_optimizer_choices_are_what_they_say():
     w = torch.nn.Parameter(torch.randn(4, 32))
     assert make_optimizer([w], "adamw_fused", 1e-3, 0.0).defaults["fused"] is True
     assert not make_optimizer([w], "adamw", 1e-3, 0.0).defaults["fused"]
-    pytest.importorskip("bitsandbytes")
     opt = make_optimizer([w], "adamw8bit", 1e-3, 0.0)
     w.grad = torch.randn_like(w)
     opt.step()
