@@ -226,11 +226,9 @@ class FirstFrame(Condition):
 
 
 @dataclass(frozen=True)
-class Prefix(Condition):
-    """The first `latent_frames` latent frames clean (pixel frames 0 .. 8(k-1)); with `audio`, the audio latent
-    steps of the same time window too."""
+class _EdgeFrames(Condition):
+    """Prefix and Suffix: k latent frames at one end of the clip given clean, optionally with their audio."""
 
-    kind: ClassVar[str] = "prefix"
     latent_frames: Any = 1
     audio: Any = False
 
@@ -239,6 +237,14 @@ class Prefix(Condition):
 
     def pins_audio(self):
         return bool(self.audio)
+
+
+@dataclass(frozen=True)
+class Prefix(_EdgeFrames):
+    """The first `latent_frames` latent frames clean (pixel frames 0 .. 8(k-1)); with `audio`, the audio latent
+    steps of the same time window too."""
+
+    kind: ClassVar[str] = "prefix"
 
     def tokens(self, t):
         f = t.grid[0]
@@ -253,19 +259,11 @@ class Prefix(Condition):
 
 
 @dataclass(frozen=True)
-class Suffix(Condition):
+class Suffix(_EdgeFrames):
     """The last `latent_frames` latent frames clean (the last 8k pixel frames); with `audio`, the audio of the same
     closing window too."""
 
     kind: ClassVar[str] = "suffix"
-    latent_frames: Any = 1
-    audio: Any = False
-
-    def validation_fields(self):
-        return {"video_url": ("target", True)}
-
-    def pins_audio(self):
-        return bool(self.audio)
 
     def tokens(self, t):
         f = t.grid[0]
