@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .api.errors import ErrorItem, RequestError
+from .encode.stream import AUTO_MIN_WINDOWS, DEFAULT_OBJECT_STORE_BYTES, ENCODER_NODE_RESOURCE, MODES
 from .products import endpoints
 
 
@@ -44,13 +45,16 @@ def cmd_check(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .encode.stream import StreamSettings
+    from .intake.limits import IntakeLimits
     from .jobs import JobOptions, run_job
 
-    from .intake.limits import IntakeLimits
-
+    stream = StreamSettings(mode=args.data_mode, object_store_bytes=args.stream_object_store_mb << 20,
+                            encoder_nodes=args.encoder_nodes)
     opts = JobOptions(model=args.model, text_encoder=args.text_encoder, address=args.address,
                       num_workers=args.workers, seed=args.seed, keep_work=args.keep_work,
-                      limits=IntakeLimits(allow_private_addresses=not _strict(args)))
+                      limits=IntakeLimits(allow_private_addresses=not _strict(args)),
+                      encoder_actors=args.encoder_actors, stream=stream)
     if args.storage:
         opts.storage = args.storage
     if args.cpu:
@@ -101,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shared storage for multi-node runs, e.g. s3://bucket/prefix: checkpoints, latent cache and "
                         "model go there so every node can reach them (default: $LTXTRAIN_STORAGE; none: local)")
     t.add_argument("--strict-urls", action="store_true", help="refuse private/loopback URLs and local paths")
+    t.add_argument("--data-mode", choices=MODES, default="auto",
+                   help="cache: encode every clip, then train; stream: train on clips as they are encoded (Ray Data "
+                        f"into the Train workers); auto (default): stream from {AUTO_MIN_WINDOWS} clip windows to encode")
+    t.add_argument("--encoder-actors", type=int, default=1, help="VAE/text encoder actors (default 1)")
+    t.add_argument("--encoder-nodes", action="store_true",
+                   help=f"streaming: run the encoders on nodes offering the '{ENCODER_NODE_RESOURCE}' resource instead "
+                        "of sharing the training GPUs")
+    t.add_argument("--stream-object-store-mb", type=int, default=DEFAULT_OBJECT_STORE_BYTES >> 20,
+                   help="streaming: Ray Data's object-store budget for clips in flight (MiB, default %(default)s)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample-data", help="write a synthetic dataset zip (and a matching request)")

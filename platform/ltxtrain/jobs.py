@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from .intake.limits import IntakeLimits
 from .products import get_recipe
 from .conditioning.kinds import ConditionSet
 from .products.base import Recipe
+from .encode.stream import StreamSettings
 from .storage import StorageError, download_dir, exists, forwarded_env, is_remote, join, node_local_copy, remove, \
     upload_dir
 
@@ -149,6 +151,8 @@ class JobOptions:
     max_failures: int = 2  # worker-group restarts from the latest checkpoint
     fail_at_step: int | None = None  # test hook (see TrainConfig)
     max_shard_bytes: int = 5 * 1024**3  # full fine-tunes: larger transformers are written as several files
+    encoder_actors: int = 1  # video/text encoder actors (one GPU, or a GPU share when streaming, each)
+    stream: StreamSettings = field(default_factory=StreamSettings)  # cache-then-train or streaming (encode/stream.py)
     # Shared storage for multi-node runs (s3://bucket/prefix, gs://...; default $LTXTRAIN_STORAGE): see JobStorage
     storage: str | None = field(default_factory=lambda: os.environ.get("LTXTRAIN_STORAGE") or None)
 
@@ -344,20 +348,28 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     family = load_model_info(model_dir).family
     if job.init_lora:  # still before any preprocessing: a LoRA for another model costs nothing
         _check_init_lora_fits(job, model_dir)
-    pre, validation, manifest = _preprocess(job, model_dir, worker_model_dir, shared, opts, use_gpu)
 
-    targets = recipe.lora_targets(request, job.audio)
-    cfg = TrainConfig(
-        model_dir=worker_model_dir, cache_dir=shared.push_cache(), steps=request.number_of_steps,
-        learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
-        conditions=job.conditions.to_json(), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
-        validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
-        checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
-        fail_at_step=opts.fail_at_step, max_shard_bytes=opts.max_shard_bytes,
-        init_lora=shared.share_file(job.init_lora) if job.init_lora else None,
-    )
-    outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=shared.ray_results,
-                           name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}", max_failures=opts.max_failures)
+    from .encode.pipeline import media_paths
+    from .encode.shared_media import SharedMedia
+
+    with SharedMedia(media_paths(job.samples)) as media:  # streaming decodes from it while training runs
+        pre, validation, data = _preprocess(job, model_dir, worker_model_dir, shared, opts, use_gpu, media)
+        if data.streams and not use_gpu:
+            workers = _cpu_workers_beside_encoders(workers, opts, int(resources.get("CPU", 1)))
+        targets = recipe.lora_targets(request, job.audio)
+        cfg = TrainConfig(
+            model_dir=worker_model_dir, cache_dir=shared.push_cache(), steps=request.number_of_steps,
+            learning_rate=request.learning_rate, rank=request.rank, lora_targets=targets,
+            conditions=job.conditions.to_json(), seed=opts.seed, metrics_path=str(out / "metrics.jsonl"),
+            validation=[it.to_dict() for it in validation.items], training_mode=request.training_mode,
+            checkpoint_every=opts.checkpoint_every if opts.checkpoint_every is not None else max(100, request.number_of_steps // 10),
+            fail_at_step=opts.fail_at_step, max_shard_bytes=opts.max_shard_bytes,
+            init_lora=shared.share_file(job.init_lora) if job.init_lora else None, stream=data.streams,
+        )
+        outcome = run_training(cfg, str(work / "train"), workers, use_gpu, storage_path=shared.ray_results,
+                               name=f"ltxtrain-{recipe.endpoint.replace('/', '-')}", max_failures=opts.max_failures,
+                               **data.train_options(pre, media, cfg.cache_dir, opts.stream, use_gpu))
+    manifest = data.finish(pre, job.diag, shared)
 
     result = _export(job, outcome, manifest, pre, out, opts, family, targets)
     (out / "result.json").write_text(result.model_dump_json(indent=2))
@@ -372,12 +384,28 @@ def _run(endpoint: str, payload: dict, out: Path, opts: JobOptions) -> TrainingR
     return result
 
 
+def _cpu_workers_beside_encoders(workers: int, opts: JobOptions, cpus: int) -> int:
+    """Streaming on CPUs: training workers and encoder actors hold a CPU each at the same time, and a stream whose
+    encoders find no CPU never delivers. The default worker count shrinks to fit; an explicit one that cannot fit
+    is refused by name."""
+    free = cpus - opts.encoder_actors
+    if workers <= free:
+        return workers
+    if opts.num_workers is None and free >= 1:
+        return free
+    raise ValueError(f"streaming on CPUs: --workers {workers} and --encoder-actors {opts.encoder_actors} need "
+                     f"{workers + opts.encoder_actors} CPUs, the cluster has {cpus} (use fewer, or --data-mode cache)")
+
+
 def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobStorage, opts: JobOptions,
-                use_gpu: bool):
-    """Encode the samples (and the validation conditions) into the local latent cache, starting from the shared
-    copy when there is one; encoder actors on other nodes load the model from `worker_model_dir`. Returns
-    (PreprocessConfig, validation plan, manifest)."""
-    from .encode.pipeline import PreprocessConfig, audio_sample_rate, preprocess
+                use_gpu: bool, media):
+    """Plan the windows and encode the captions (and the validation conditions) into the local latent cache,
+    starting from the shared copy when there is one; then either encode every window (cache mode) or only the first
+    and leave the rest to the stream (`opts.stream`). Encoder actors on other nodes load the model from
+    `worker_model_dir`. Returns (PreprocessConfig, validation plan, PreparedData)."""
+    from .encode.cache import LatentCache
+    from .encode.pipeline import PreprocessConfig, audio_sample_rate, encode_captions, encode_clips, plan, \
+        write_manifest
     from .sample.validation import plan_validation
 
     request, recipe = job.request, job.recipe
@@ -386,7 +414,7 @@ def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobS
         model_dir=model_dir, cache_dir=shared.local_cache, width=width, height=height,
         num_frames=request.number_of_frames, frame_rate=request.frame_rate, auto_scale=request.auto_scale_input,
         split_scenes=request.split_input_into_scenes, split_threshold=request.split_input_duration_threshold,
-        conditions=job.conditions.items, gpus_per_actor=1.0 if use_gpu else 0.0,
+        conditions=job.conditions.items, gpus_per_actor=1.0 if use_gpu else 0.0, encoder_actors=opts.encoder_actors,
         audio=job.audio, audio_sample_rate=audio_sample_rate(model_dir) if job.audio else 16000,
         audio_normalize=getattr(request, "audio_normalize", True),
         audio_preserve_pitch=getattr(request, "audio_preserve_pitch", True),
@@ -395,9 +423,57 @@ def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobS
     shared.pull_cache()
     validation = plan_validation(recipe, request, job.audio, model_dir, pre.cache_dir, str(shared.work), opts.limits,
                                  use_gpu=use_gpu, worker_model_dir=worker_model_dir)
-    manifest = preprocess(job.samples, pre, job.diag, extra_texts=validation.texts)
-    log.info("preprocessed %d samples (%d skipped)", len(manifest.samples), len(job.diag.skipped))
-    return pre, validation, manifest
+    keep = plan(job.samples, pre, job.diag, media)
+    encode_captions(keep, pre, validation.texts)
+    cache = LatentCache(pre.cache_dir)
+    to_encode = sum(not cache.has_video(r["id"]) for r in keep)
+    data = PreparedData(keep, opts.stream.streams(to_encode))
+    if data.streams:
+        encode_clips(keep[:1], pre, media)  # the probe window: every rank scores it before the first step
+        cache.write_stream_plan(data.plan(pre))
+        log.info("streaming %d of %d windows into training (%d skipped)", to_encode, len(keep), len(job.diag.skipped))
+    else:
+        encode_clips(keep, pre, media)
+        data.manifest = write_manifest(keep, pre, job.diag)
+        log.info("preprocessed %d samples (%d skipped)", len(keep), len(job.diag.skipped))
+    return pre, validation, data
+
+
+@dataclass
+class PreparedData:
+    """The kept windows and how they reach training: all in the cache already, or the first there and the rest
+    streamed (encode/stream.py)."""
+
+    keep: list[dict]
+    streams: bool
+    manifest: object = None  # the complete cache's Manifest: at once in cache mode, after training when streaming
+
+    def plan(self, pre) -> list[dict]:
+        from .encode.pipeline import planned_sample
+
+        return [planned_sample(r, pre) for r in self.keep]
+
+    def train_options(self, pre, media, cache_dir: str, settings: StreamSettings, use_gpu: bool) -> dict:
+        """run_training's streaming arguments: the stream, its ingest options and the GPU left to each worker."""
+        if not self.streams:
+            return {}
+        from .encode.stream import STREAM_DATASET, ClipStream, data_config
+
+        gpu_share, resources, gpu_per_worker = settings.placement(use_gpu)
+        pre = dataclasses.replace(pre, gpus_per_actor=gpu_share, encoder_resources=resources)
+        return {"datasets": {STREAM_DATASET: ClipStream(self.keep[1:], pre, media, cache_dir)},
+                "dataset_config": data_config(settings.object_store_bytes), "gpu_per_worker": gpu_per_worker}
+
+    def finish(self, pre, diag: Diagnostics, shared: "JobStorage"):
+        """The cache's manifest, written after a streaming run once the encoders have persisted every window (into
+        storage on clusters: fetched here first, the manifest published last)."""
+        from .encode.pipeline import write_manifest
+
+        if self.manifest is None:
+            shared.pull_cache()
+            self.manifest = write_manifest(self.keep, pre, diag)
+            shared.push_cache()
+        return self.manifest
 
 
 def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, model_family: str,

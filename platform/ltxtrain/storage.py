@@ -158,6 +158,24 @@ def remove(uri: str) -> None:
         raise StorageError(f"{uri}: cannot delete ({_short(exc)})") from exc
 
 
+def write_bytes(uri: str, data: bytes) -> None:
+    """One file at `uri` (a local path or a storage URI); a local one appears only once complete (temp + rename), an
+    object only when its upload completes. Streaming encoders persist each latent file this way."""
+    fs, path = resolve(uri)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.part")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        else:
+            with fs.open_output_stream(path) as fh:
+                fh.write(data)
+    except OSError as exc:
+        raise StorageError(f"{uri}: cannot write ({_short(exc)})") from exc
+
+
 def upload_dir(local_dir: str | os.PathLike, uri: str, last: tuple[str, ...] = ("manifest.json",)) -> list[str]:
     """Copy `local_dir` to `uri`: every file missing there or of another size; the files whose relative paths are in
     `last` are compared byte for byte and written after all others. Returns the relative paths copied."""

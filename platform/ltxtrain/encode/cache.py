@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load, load_file, save, save_file
 
 MANIFEST = "manifest.json"
+STREAM_PLAN = "stream_plan.json"  # streaming mode: the windows to train on, written before they are all encoded
 
 
 def stable_id(*parts: object) -> str:
@@ -92,7 +93,7 @@ class LatentCache:
         self.root = Path(root)
 
     def video_path(self, sample_id: str) -> Path:
-        return self.root / "video" / f"{sample_id}.safetensors"
+        return self.root / self.video_file(sample_id)
 
     def text_path(self, text_id: str) -> Path:
         return self.root / "text" / f"{text_id}.safetensors"
@@ -124,8 +125,33 @@ class LatentCache:
         with safe_open(str(self.video_path(sample_id)), framework="pt") as f:
             return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
 
+    def entry(self, planned: dict) -> CachedSample:
+        """The manifest entry of an encoded window: its planned fields (`pipeline.planned_sample`) plus the shapes from
+        its file's header (the latents stay on disk) and, for masked products, the share of tokens the mask
+        regenerates."""
+        shapes = self.video_shapes(planned["id"])
+        mask_fraction = None
+        if "mask" in shapes:
+            mask_fraction = float(self.load_video(planned["id"])["mask"].float().mean())
+        return CachedSample(**planned, latent_shape=shapes["latents"], reference_shape=shapes.get("reference"),
+                            audio_shape=shapes.get("audio"), regenerate_fraction=mask_fraction)
+
     def load_text(self, text_id: str) -> dict[str, torch.Tensor]:
         return load_file(str(self.text_path(text_id)))
+
+    @staticmethod
+    def video_file(sample_id: str) -> str:
+        """A sample file's path relative to the cache root (the same under a local folder or a storage URI)."""
+        return f"video/{sample_id}.safetensors"
+
+    def write_stream_plan(self, planned: list[dict]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{STREAM_PLAN}.tmp"
+        tmp.write_text(json.dumps(planned, indent=1))
+        os.replace(tmp, self.root / STREAM_PLAN)
+
+    def read_stream_plan(self) -> list[dict]:
+        return json.loads((self.root / STREAM_PLAN).read_text())
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

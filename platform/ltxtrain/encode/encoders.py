@@ -2,7 +2,8 @@
 
 The plain functions are used by the Ray Data actors below and by validation sampling; the actors hold the model
 once per process (GPU when the pool is given `num_gpus`) and return each result as the bytes of its cache file:
-they may run on another node than the driver, whose cache is the one training reads, so only the driver writes it.
+they may run on another node than the driver, whose cache is the one training reads, so in cache mode only the driver
+writes it (in streaming mode the video actors write to a cache every node reaches: see `encode/stream.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from ..media.fit import frames_to_video_tensor
 from .audio_encoder import encode_audio
-from .cache import to_bytes
+from .cache import LatentCache, to_bytes
 
 
 def device_for_actor() -> str:
@@ -49,12 +50,15 @@ def encode_text(tokenizer, text_encoder, connectors, prompts: list[str], max_len
 
 
 class VideoEncoderActor:
-    """Ray Data actor: rows with fitted `frames` -> `id` + `tensors`, the sample's cache file content."""
+    """Ray Data actor: rows with fitted `frames` -> `id` + `tensors`, the sample's cache file content. With
+    `persist_to` (streaming mode) it also writes each file into that cache (a folder or storage URI) before handing it
+    on, so the cache fills while training runs and nothing depends on the driver to write it."""
 
-    def __init__(self, model_dir: str, audio: bool = False):
+    def __init__(self, model_dir: str, audio: bool = False, persist_to: str | None = None):
         from ..models.bundle import load_components
         from ..storage import node_local_copy
 
+        self.persist_to = persist_to
         model_dir = node_local_copy(model_dir)  # a storage URI on clusters whose nodes share no disk
 
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -67,6 +71,10 @@ class VideoEncoderActor:
         files = []
         for i, sample_id in enumerate(batch["id"]):
             files.append(to_bytes(encode_columns(self.vae, self.audio_vae, {k: v[i] for k, v in batch.items()})))
+            if self.persist_to:
+                from ..storage import join, write_bytes
+
+                write_bytes(join(self.persist_to, LatentCache.video_file(str(sample_id))), files[-1])
         return {"id": np.asarray(batch["id"]), "tensors": files}
 
 

@@ -48,6 +48,7 @@ class PreprocessConfig:
     audio_normalize: bool = True
     audio_preserve_pitch: bool = True
     encoder_actors: int = 1
+    encoder_resources: tuple = ()  # (name, amount) pairs: custom Ray resources an encoder actor needs (own nodes)
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
     worker_model_dir: str | None = None  # where the encoder actors load the model (a storage URI on clusters)
     progress: bool = True  # one tqdm bar per phase (captions, clips) instead of Ray Data's own bars and log blocks
@@ -160,6 +161,18 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
                extra_texts: dict[str, str] | None = None) -> Manifest:
     """Plan, decode, encode and cache every sample; `extra_texts` (text_id -> prompt, e.g. validation prompts)
     are encoded in the same text pass."""
+    with SharedMedia(media_paths(samples)) as shared:
+        keep = plan(samples, cfg, diag, shared)
+        encode_captions(keep, cfg, extra_texts)
+        encode_clips(keep, cfg, shared)
+    return write_manifest(keep, cfg, diag)
+
+
+def media_paths(samples: list[SampleSpec]) -> list[str]:
+    return [p for s in samples for p in s.media.values()]
+
+
+def configure_ray_data(cfg: PreprocessConfig) -> None:
     import ray
 
     # Without this Ray Data reserves half the CPUs per operator and runs ~1 decode task at a time on small nodes.
@@ -169,75 +182,102 @@ def preprocess(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnosti
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    cache = LatentCache(cfg.cache_dir)
+
+
+def plan(samples: list[SampleSpec], cfg: PreprocessConfig, diag: Diagnostics, shared: SharedMedia) -> list[dict]:
+    """The training windows kept (planner rows with their cache `id`, in name order); every skip is reported to
+    `diag` by name. A RequestError when nothing is left."""
+    import ray
+
+    configure_ray_data(cfg)
     items = [{"name": s.name, "path": s.media["target"],
               "media": json.dumps({r: p for r, p in s.media.items() if r != "target"}, sort_keys=True),
               "names": json.dumps(s.archive_paths), "kind": s.kind, "caption": s.caption,
               "text_id": stable_id(s.caption, cfg.model_dir)} for s in samples]
+    planned = ray.data.from_items(items).flat_map(plan_sample, fn_kwargs={"cfg": cfg, "shared": shared}).take_all()
+    keep = []
+    for row in sorted(planned, key=lambda r: (r["name"], r["start"])):
+        if row["skip"]:
+            diag.skip(row["name"], row["skip"])
+        else:
+            keep.append({**row, "id": _sample_id(row, cfg)})
+    if not keep:
+        raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
+                           skipped=diag.skipped)
+    return keep
 
-    with SharedMedia(p for s in samples for p in s.media.values()) as shared:
-        planned = ray.data.from_items(items).flat_map(plan_sample, fn_kwargs={"cfg": cfg, "shared": shared}).take_all()
-        keep = []
-        for row in sorted(planned, key=lambda r: (r["name"], r["start"])):
-            if row["skip"]:
-                diag.skip(row["name"], row["skip"])
-            else:
-                keep.append({**row, "id": _sample_id(row, cfg)})
-        if not keep:
-            raise RequestError(ErrorItem(("body", "training_data_url"), "no usable samples left after preprocessing"),
-                               skipped=diag.skipped)
 
-        # a model in storage: the actors need this driver's storage settings to fetch it (see run_training)
-        actor_opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
-                      "num_gpus": cfg.gpus_per_actor or None,
-                      "num_cpus": 0 if cfg.gpus_per_actor else 1,
-                      "runtime_env": runtime_env_for(cfg.actor_model_dir)}
-        actor_opts = {k: v for k, v in actor_opts.items() if v is not None}
+def encoder_options(cfg: PreprocessConfig) -> dict:
+    """Ray Data options of the encoder actor pools: their size, GPU share, CPUs and the storage settings the actors
+    need to fetch a model kept in storage (see run_training)."""
+    import ray
 
-        # The encoders return their tensors and the driver writes each file as it streams in (iter_rows, not
-        # materialize: memory stays bounded, and a crash keeps every file written so far for the re-run to skip).
-        texts = {r["text_id"]: r["caption"] for r in keep}
-        texts.update(extra_texts or {})
-        texts = {k: v for k, v in texts.items() if not cache.has_text(k)}
-        if texts:
-            log.info("encoding %d captions", len(texts))
-            rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
-            encoded = ray.data.from_items(rows).map_batches(
-                _text_actor(), fn_constructor_args=(cfg.actor_model_dir,), batch_size=8, **actor_opts)
-            with _bar(cfg, len(rows), "captions") as bar:
-                for row in encoded.iter_rows():
-                    cache.write_text(row["text_id"], **from_bytes(row["tensors"]))
-                    bar.update(1)
+    opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
+            "num_gpus": cfg.gpus_per_actor or None,
+            "num_cpus": 0 if cfg.gpus_per_actor else 1,
+            "resources": dict(cfg.encoder_resources) or None,
+            "runtime_env": runtime_env_for(cfg.actor_model_dir)}
+    return {k: v for k, v in opts.items() if v is not None}
 
-        todo = [r for r in keep if not cache.has_video(r["id"])]
-        if todo:
-            log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
-            encoded = ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
-                _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae),
-                batch_size=1, **actor_opts)
-            try:
-                with _bar(cfg, len(todo), "clips") as bar:
-                    for row in encoded.iter_rows():
-                        cache.write_video(row["id"], **from_bytes(row["tensors"]))
-                        bar.update(1)
-            except Exception as exc:  # a clip that probed fine but fails to decode: name it
-                raise _named_failure(exc, todo) from exc
 
+def encode_captions(keep: list[dict], cfg: PreprocessConfig, extra_texts: dict[str, str] | None = None) -> None:
+    """Every caption (and `extra_texts`) not yet in the cache, through the text encoder pool; the driver writes each
+    file as it streams in."""
+    import ray
+
+    cache = LatentCache(cfg.cache_dir)
+    texts = {r["text_id"]: r["caption"] for r in keep}
+    texts.update(extra_texts or {})
+    texts = {k: v for k, v in texts.items() if not cache.has_text(k)}
+    if not texts:
+        return
+    log.info("encoding %d captions", len(texts))
+    rows = [{"text_id": k, "caption": v} for k, v in texts.items()]
+    encoded = ray.data.from_items(rows).map_batches(
+        _text_actor(), fn_constructor_args=(cfg.actor_model_dir,), batch_size=8, **encoder_options(cfg))
+    with _bar(cfg, len(rows), "captions") as bar:
+        for row in encoded.iter_rows():
+            cache.write_text(row["text_id"], **from_bytes(row["tensors"]))
+            bar.update(1)
+
+
+def encode_clips(keep: list[dict], cfg: PreprocessConfig, shared: SharedMedia) -> None:
+    """Decode, fit and encode every kept window not yet in the cache. The encoders return their tensors and the
+    driver writes each file as it streams in (iter_rows, not materialize: memory stays bounded, and a crash keeps
+    every file written so far for the re-run to skip)."""
+    import ray
+
+    cache = LatentCache(cfg.cache_dir)
+    todo = [r for r in keep if not cache.has_video(r["id"])]
+    if not todo:
+        return
+    log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
+    encoded = ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
+        _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae),
+        batch_size=1, **encoder_options(cfg))
+    try:
+        with _bar(cfg, len(todo), "clips") as bar:
+            for row in encoded.iter_rows():
+                cache.write_video(row["id"], **from_bytes(row["tensors"]))
+                bar.update(1)
+    except Exception as exc:  # a clip that probed fine but fails to decode: name it
+        raise named_failure(exc, todo) from exc
+
+
+def planned_sample(row: dict, cfg: PreprocessConfig) -> dict:
+    """A kept window's manifest entry, less what only its cache file tells (see `LatentCache.entry`)."""
+    return {"id": row["id"], "name": row["name"], "caption": row["caption"], "text_id": row["text_id"],
+            "num_frames": cfg.fit_spec(row["kind"]).num_frames, "fps": float(cfg.frame_rate),
+            "source": {k: row[k] for k in ("path", "media", "kind", "start", "end")}}
+
+
+def write_manifest(keep: list[dict], cfg: PreprocessConfig, diag: Diagnostics) -> Manifest:
+    """The manifest of a complete cache (every kept window encoded), written last: its presence marks the cache whole."""
+    cache = LatentCache(cfg.cache_dir)
     manifest = Manifest(cfg.model_dir, cfg.width, cfg.height, cfg.num_frames, float(cfg.frame_rate),
                         audio=cfg.audio, conditions=[c.to_json() for c in cfg.conditions],
                         skipped=[s.to_json() for s in diag.skipped])
-    for r in keep:
-        shapes = cache.video_shapes(r["id"])  # header only: the latents stay on disk
-        mask_fraction = None
-        if "mask" in shapes:
-            mask_fraction = float(cache.load_video(r["id"])["mask"].float().mean())
-        manifest.samples.append(CachedSample(
-            id=r["id"], name=r["name"], caption=r["caption"], text_id=r["text_id"],
-            latent_shape=shapes["latents"], num_frames=cfg.fit_spec(r["kind"]).num_frames,
-            fps=float(cfg.frame_rate), reference_shape=shapes.get("reference"), audio_shape=shapes.get("audio"),
-            regenerate_fraction=mask_fraction,
-            source={k: r[k] for k in ("path", "media", "kind", "start", "end")},
-        ))
+    manifest.samples = [cache.entry(planned_sample(r, cfg)) for r in keep]
     cache.write_manifest(manifest)
     return manifest
 
@@ -261,7 +301,7 @@ def _text_actor():
     return TextEncoderActor
 
 
-def _named_failure(exc: Exception, rows: list[dict]) -> Exception:
+def named_failure(exc: Exception, rows: list[dict]) -> Exception:
     text = str(exc)
     for r in rows:
         if r["path"] in text or r["name"] in text:

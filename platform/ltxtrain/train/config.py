@@ -33,6 +33,7 @@ class TrainConfig:
     training_mode: str = "lora"  # "lora" | "full" (all transformer weights trained)
     checkpoint_every: int = 0  # 0: no intermediate checkpoints; Ray Train keeps the latest for restarts
     max_shard_bytes: int = 5 * 1024**3  # full fine-tunes: the largest safetensors file written
+    stream: bool = False  # streaming mode: train on the encoded windows as they come (train/stream_data.py)
     init_lora: str | None = None  # normalised LoRA (peft keys) the adapters start from; a path or storage URI
     fail_at_step: int | None = None  # test hook: the last rank's process exits at this step (first attempt only)
     # memory levers (train/optim.py)

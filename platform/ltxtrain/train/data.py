@@ -70,25 +70,47 @@ class CacheReader:
             self._video[s.id] = self.cache.load_video(s.id)
         return self._video[s.id]
 
-    def _load_text(self, s: CachedSample) -> dict[str, torch.Tensor]:
-        if s.text_id not in self._text:
-            self._text[s.text_id] = self.cache.load_text(s.text_id)
-        return self._text[s.text_id]
-
     def batch(self, indices: list[int]) -> Batch:
         picked = [self.samples[i] for i in indices]
         shapes = {tuple(s.latent_shape) for s in picked}
         if len(shapes) != 1:  # one bucket per job today; batches never mix geometries
             raise ValueError(f"samples in one batch have different latent shapes: {sorted(shapes)}")
-        texts = [self._load_text(s) for s in picked]
-        videos = [self._load_video(s) for s in picked]
-        if len({frozenset(v) for v in videos}) != 1:
-            raise ValueError(f"a batch mixes samples with different cache columns: {sorted({tuple(v) for v in videos})}")
-        return Batch(
-            cols={k: torch.stack([v[k] for v in videos]).float() for k in videos[0]},
-            text_video=torch.stack([t["video"] for t in texts]).float(),
-            text_audio=torch.stack([t["audio"] for t in texts]).float(),
-            text_mask=torch.stack([t["mask"] for t in texts]).float(),
-            fps=picked[0].fps,
-            names=[s.name for s in picked],
-        )
+        return collate([self._load_video(s) for s in picked], [self.text(s.text_id) for s in picked], picked[0].fps,
+                       [s.name for s in picked])
+
+    def text(self, text_id: str) -> dict[str, torch.Tensor]:
+        if text_id not in self._text:
+            self._text[text_id] = self.cache.load_text(text_id)
+        return self._text[text_id]
+
+
+def collate(videos: list[dict[str, torch.Tensor]], texts: list[dict[str, torch.Tensor]], fps: float,
+            names: list[str]) -> Batch:
+    """Per-sample cache tensors (from files or from the stream) -> one batch."""
+    if len({frozenset(v) for v in videos}) != 1:
+        raise ValueError(f"a batch mixes samples with different cache columns: {sorted({tuple(v) for v in videos})}")
+    return Batch(
+        cols={k: torch.stack([v[k] for v in videos]).float() for k in videos[0]},
+        text_video=torch.stack([t["video"] for t in texts]).float(),
+        text_audio=torch.stack([t["audio"] for t in texts]).float(),
+        text_mask=torch.stack([t["mask"] for t in texts]).float(),
+        fps=fps,
+        names=names,
+    )
+
+
+class CacheBatches:
+    """Cache mode: the batch of a step is the seeded sampler's draw from the complete cache, steps counted from
+    `start` (streaming mode's epochs after the streamed pass)."""
+
+    def __init__(self, reader: CacheReader, sampler: StepSampler, start: int = 0):
+        self.reader, self.sampler, self.start = reader, sampler, start
+
+    def batch(self, step: int) -> Batch:
+        return self.reader.batch(self.sampler.indices(step - self.start))
+
+    def state(self) -> dict:
+        return {}
+
+    def finish(self) -> None:
+        pass

@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -20,7 +20,8 @@ from ..conditioning.tokens import TextContext, assemble, masked_mse, predict
 from ..encode.cache import LatentCache
 from ..sample.validation import ValidationItem, render_previews
 from .config import TrainConfig
-from .data import Batch, CacheReader, StepSampler
+from .data import Batch, CacheBatches, CacheReader, StepSampler
+from .stream_data import StreamedBatches
 from . import checkpoint, optim
 from .final import LORA_FILE, MODEL_DIR, REEL_FILE, write_final  # noqa: F401  (the run's output names)
 from .model import load_transformer
@@ -159,11 +160,15 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None],
-               resume_from: str | None = None, log: Callable[[dict], None] | None = None) -> dict:
+               resume_from: str | None = None, log: Callable[[dict], None] | None = None,
+               stream: Iterator[dict] | None = None, sync_cache: Callable[[], None] = lambda: None) -> dict:
     """Train on this worker. `report(metrics, directory)` is called on every rank for each checkpoint (each rank
     with the directory of its own shards) and once at the end (rank 0 with the adapter or full weights, the
     reel and the final metrics). `log(row)` gets each logged step's metrics on every rank (the same row: losses
     are averaged over ranks); by default rank 0 appends them to `cfg.metrics_path`.
+
+    With `cfg.stream`, `stream` is this rank's share of the encoded windows as they are made and `sync_cache()`
+    updates the worker's copy of the cache (see train/stream_data.py).
 
     Runs the same with or without Ray (tests call it in-process with the default single-rank context).
     """
@@ -197,11 +202,9 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         previews = checkpoint.read_previews(resume_from) if rank == 0 else []
 
     cache = LatentCache(cfg.cache_dir)
-    manifest = cache.read_manifest()
     conditions = ConditionSet.from_json(cfg.conditions)
-    reader = CacheReader(cache, manifest.samples)
-    sampler = StepSampler(len(manifest.samples), world, rank, cfg.batch_size, seed=cfg.seed)
-    probe = ProbeLoss(reader.batch([0]), cfg.probe_sigmas, seed=cfg.seed, conditions=conditions)
+    source, first = _batches(cfg, cache, rank, world, meta, stream, sync_cache)
+    probe = ProbeLoss(first, cfg.probe_sigmas, seed=cfg.seed, conditions=conditions)
 
     probe_start = meta["probe_start"] if meta else probe(transformer, device)
     if log is None:
@@ -217,7 +220,7 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         if cfg.fail_at_step == step and not meta and rank == world - 1:
             os._exit(1)  # test hook: a worker process dies mid-run
         t0 = time.time()
-        batch = reader.batch(sampler.indices(step))
+        batch = source.batch(step)
         draw = draw_step(batch, step_generator(cfg.seed, step, rank), conditions)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             parts = flow_loss(transformer, batch, draw, device, conditions)
@@ -247,16 +250,17 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
             previews += render_previews(transformer, items, cache, done, device, decoders, conditions)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
-                checkpoint.save(tmp, transformer, optimizer, rank, {"step": done, "probe_start": probe_start},
-                                previews)
+                checkpoint.save(tmp, transformer, optimizer, rank,
+                                {"step": done, "probe_start": probe_start, **source.state()}, previews)
                 report({"step": done, "checkpoint": True}, tmp)
 
     if bar is not None:
         bar.close()
+    source.finish()
     probe_end = probe(transformer, device)
     effect = None if full else measure_lora_effect(transformer, probe.batch, device, cfg.seed, conditions)
     final = {"step": cfg.steps, "world_size": world, "train_time_s": time.time() - started,
-             "resumed_from_step": start_step,
+             "resumed_from_step": start_step, **_stream_metrics(cfg, source, world),
              "probe_loss_start": sum(probe_start.values()), "probe_loss_end": sum(probe_end.values()),
              **{f"probe_{m}_start": v for m, v in probe_start.items()},
              **{f"probe_{m}_end": v for m, v in probe_end.items()},
@@ -265,6 +269,28 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
     if is_distributed():
         torch.distributed.barrier()
     return final
+
+
+def _batches(cfg: TrainConfig, cache: LatentCache, rank: int, world: int, meta: dict | None, stream, sync_cache):
+    """(where each step's batch comes from: the complete cache, or the stream and then the cache; the first planned
+    window, which the probe scores)."""
+    if not cfg.stream:
+        reader = CacheReader(cache, cache.read_manifest().samples)
+        sampler = StepSampler(len(reader.samples), world, rank, cfg.batch_size, seed=cfg.seed)
+        return CacheBatches(reader, sampler), reader.batch([0])
+    plan = cache.read_stream_plan()
+    source = StreamedBatches(stream, plan, cache, world, rank, cfg.batch_size, cfg.seed,
+                             stream_end=(meta or {}).get("stream_end"), sync=sync_cache)
+    return source, CacheReader(cache, [cache.entry(plan[0])]).batch([0])  # the driver encoded it before training
+
+
+def _stream_metrics(cfg: TrainConfig, source, world: int) -> dict:
+    """stream_end: the step the streamed pass ended at (None: the run ended inside it). Every step before it took
+    one batch per rank off the stream, across restarts too (a resumed pass goes on where it stopped)."""
+    if not cfg.stream:
+        return {}
+    streamed_steps = cfg.steps if source.stream_end is None else source.stream_end
+    return {"stream_end": source.stream_end, "streamed_windows": streamed_steps * cfg.batch_size * world}
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -284,14 +310,22 @@ def train_loop_per_worker(config: dict) -> None:
 
     worker = WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
     cfg = TrainConfig.from_dict(config)
-    # multi-node runs keep the latent cache and model in shared storage: one copy per node, fetched once
-    cfg = dataclasses.replace(cfg, cache_dir=node_local_copy(cfg.cache_dir), model_dir=node_local_copy(cfg.model_dir))
+    cache_uri = cfg.cache_dir
+    # multi-node runs keep the latent cache and model in shared storage: one copy per node, fetched once (and, when
+    # streaming, again after the streamed pass for what the encoders persisted meanwhile)
+    cfg = dataclasses.replace(cfg, cache_dir=node_local_copy(cache_uri), model_dir=node_local_copy(cfg.model_dir))
+    data = {}
+    if cfg.stream:
+        from ..encode.stream import STREAM_DATASET
+
+        data = {"stream": ray.train.get_dataset_shard(STREAM_DATASET).iter_rows(),
+                "sync_cache": lambda: node_local_copy(cache_uri)}
     restart = ray.train.get_checkpoint()  # set after a worker failure, or when a crashed run is started again
     if restart is None:
-        run_worker(cfg, worker, report, log=log)
+        run_worker(cfg, worker, report, log=log, **data)
         return
     with restart.as_directory() as directory:
-        run_worker(cfg, worker, report, resume_from=directory, log=log)
+        run_worker(cfg, worker, report, resume_from=directory, log=log, **data)
 
 
 def _load_decoders(model_dir: str, items, device) -> dict:

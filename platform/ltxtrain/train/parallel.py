@@ -78,3 +78,12 @@ def all_mean(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
+
+
+def all_true(flag: bool) -> bool:
+    """True on every rank when `flag` is true on every rank (ranks that must take the same branch agree first)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device="cuda" if torch.cuda.is_available() else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())

@@ -47,10 +47,18 @@ def metrics_file_callback(path: str):
     return MetricsFile()
 
 
+def _worker_resources(use_gpu: bool, gpu_per_worker: float) -> dict | None:
+    if not use_gpu:
+        return {"CPU": 1}
+    return None if gpu_per_worker >= 1 else {"CPU": 1, "GPU": gpu_per_worker}  # None: Ray Train's 1 CPU + 1 GPU
+
+
 def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool, storage_path: str,
-                 name: str, max_failures: int = 2) -> TrainOutcome:
+                 name: str, max_failures: int = 2, datasets: dict | None = None, dataset_config=None,
+                 gpu_per_worker: float = 1.0) -> TrainOutcome:
     """Run (or resume: same `storage_path`/`name` after a crash) the training; worker failures restart the
-    worker group from the latest checkpoint up to `max_failures` times."""
+    worker group from the latest checkpoint up to `max_failures` times. `datasets`/`dataset_config`: the streaming
+    mode's Ray Data stream (encode/stream.py); `gpu_per_worker` < 1 leaves GPU room for encoders sharing the GPUs."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -67,7 +75,8 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
         train_loop_per_worker,
         train_loop_config={**cfg.to_dict(), "metrics_path": None},  # the driver-side callback writes them
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+                                     resources_per_worker=_worker_resources(use_gpu, gpu_per_worker)),
+        datasets=datasets, dataset_config=dataset_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
                              worker_runtime_env=worker_env,
