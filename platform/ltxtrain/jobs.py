@@ -388,13 +388,14 @@ def _cpu_workers_beside_encoders(workers: int, opts: JobOptions, cpus: int) -> i
     """Streaming on CPUs: training workers and encoder actors hold a CPU each at the same time, and a stream whose
     encoders find no CPU never delivers. The default worker count shrinks to fit; an explicit one that cannot fit
     is refused by name."""
-    free = cpus - opts.encoder_actors
+    data = opts.stream.data_cpus(opts.encoder_actors)
+    free = int(cpus - data)
     if workers <= free:
         return workers
     if opts.num_workers is None and free >= 1:
         return free
-    raise ValueError(f"streaming on CPUs: --workers {workers} and --encoder-actors {opts.encoder_actors} need "
-                     f"{workers + opts.encoder_actors} CPUs, the cluster has {cpus} (use fewer, or --data-mode cache)")
+    raise ValueError(f"streaming on CPUs: {workers} training worker(s) and the stream's {data:g} CPU(s) need more "
+                     f"than the cluster's {cpus} (use fewer --workers or --encoder-actors, or --data-mode cache)")
 
 
 def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobStorage, opts: JobOptions,
@@ -460,7 +461,8 @@ class PreparedData:
         from .encode.stream import STREAM_DATASET, ClipStream, data_config
 
         gpu_share, resources, gpu_per_worker = settings.placement(use_gpu)
-        pre = dataclasses.replace(pre, gpus_per_actor=gpu_share, encoder_resources=resources)
+        pre = dataclasses.replace(pre, gpus_per_actor=gpu_share, encoder_resources=resources,
+                                  cpus_per_actor=settings.encoder_cpus)
         return {"datasets": {STREAM_DATASET: ClipStream(self.keep[1:], pre, media, cache_dir)},
                 "dataset_config": data_config(settings.object_store_bytes), "gpu_per_worker": gpu_per_worker}
 

@@ -6,7 +6,9 @@ skip is reported by name), then the decode/encode stream over the windows that w
 already in the cache are not recomputed, so a re-run resumes.
 
 Nodes need not share a disk: tasks get the source media from the driver's node (`SharedMedia`), and the encoders
-return their tensors to the driver, which alone writes the cache (its copy is the one uploaded for training).
+return their tensors to the driver, which alone writes the cache in cache mode (its copy is the one uploaded for
+training). Streaming mode (`stream.py`) reuses the planning, caption and decode steps here, but hands the clip stream
+to the Train workers and lets the encoders write the cache.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class PreprocessConfig:
     encoder_actors: int = 1
     encoder_resources: tuple = ()  # (name, amount) pairs: custom Ray resources an encoder actor needs (own nodes)
     gpus_per_actor: float = 0.0  # > 0 on GPU clusters: the VAE/text pools then run on GPUs
+    cpus_per_actor: float | None = None  # None: 0 beside a GPU, else 1 (the decode map then fuses into the actors)
     worker_model_dir: str | None = None  # where the encoder actors load the model (a storage URI on clusters)
     progress: bool = True  # one tqdm bar per phase (captions, clips) instead of Ray Data's own bars and log blocks
 
@@ -214,7 +217,7 @@ def encoder_options(cfg: PreprocessConfig) -> dict:
 
     opts = {"compute": ray.data.ActorPoolStrategy(size=cfg.encoder_actors),
             "num_gpus": cfg.gpus_per_actor or None,
-            "num_cpus": 0 if cfg.gpus_per_actor else 1,
+            "num_cpus": cfg.cpus_per_actor if cfg.cpus_per_actor is not None else (0 if cfg.gpus_per_actor else 1),
             "resources": dict(cfg.encoder_resources) or None,
             "runtime_env": runtime_env_for(cfg.actor_model_dir)}
     return {k: v for k, v in opts.items() if v is not None}

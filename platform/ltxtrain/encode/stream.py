@@ -39,6 +39,7 @@ class StreamSettings:
     auto_min_windows: int = AUTO_MIN_WINDOWS
     object_store_bytes: int = DEFAULT_OBJECT_STORE_BYTES
     encoder_nodes: bool = False  # encoders on their own nodes (ENCODER_NODE_RESOURCE) instead of the training GPUs
+    encoder_cpus: float | None = None  # CPUs per encoder actor (None: 0 beside a GPU, else 1: the decode fuses into it)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -53,6 +54,12 @@ class StreamSettings:
         if use_gpu:
             return ENCODER_GPU_SHARE, (), 1.0 - ENCODER_GPU_SHARE
         return 0.0, (), 1.0
+
+    def data_cpus(self, encoder_actors: int) -> float:
+        """CPUs the stream holds on a CPU-only cluster: the encoder actors' (the decode runs inside them), or at
+        least one for the decode tasks when the actors hold none."""
+        per_actor = 1.0 if self.encoder_cpus is None else self.encoder_cpus
+        return max(1.0, encoder_actors * per_actor)
 
     def streams(self, to_encode: int) -> bool:
         """Whether a job with `to_encode` windows not yet in the cache streams them (one window: nothing to overlap)."""

@@ -237,7 +237,7 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
         if done % cfg.log_every == 0 or done == cfg.steps:
             row = {"step": done, **{k: all_mean(v / window_n) for k, v in window.items()},
                    "lr": schedule.get_last_lr()[0], "step_time": time.time() - t0, "grad_norm": _scalar(grad_norm),
-                   "elapsed": time.time() - started}
+                   "elapsed": time.time() - started, "time": time.time()}  # time: unix seconds, for wall-clock plots
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss became {row['loss']} at step {done}")
             window, window_n = {}, 0
