@@ -165,6 +165,22 @@ def test_node_local_copy_downloads_once_for_concurrent_callers(s3, folder, tmp_p
     assert one.endswith("/s2.safetensors") and Path(one).read_bytes() == (folder / "video" / "s2.safetensors").read_bytes()
 
 
+def test_write_bytes_publishes_whole_files_that_a_node_copy_then_picks_up(s3, tmp_path):
+    """Streaming encoders persist each window with write_bytes; a worker's later node_local_copy fetches them."""
+    uri = f"s3://{BUCKET}/streamed/cache"
+    storage.write_bytes(storage.join(uri, "video/a.safetensors"), b"first")
+    local = Path(storage.node_local_copy(uri, tmp_path / "copies"))
+    assert _tree(local) == {"video/a.safetensors": b"first"}
+    storage.write_bytes(storage.join(uri, "video/b.safetensors"), b"second")  # written while training runs
+    assert storage.node_local_copy(uri, tmp_path / "copies") == str(local)
+    assert _tree(local) == {"video/a.safetensors": b"first", "video/b.safetensors": b"second"}
+    plain = tmp_path / "plain"
+    storage.write_bytes(str(plain / "video" / "c.safetensors"), b"third")  # a local cache: temp name, then rename
+    assert _tree(plain) == {"video/c.safetensors": b"third"}
+    with pytest.raises(storage.StorageError, match="s3://no-such-bucket/x"):
+        storage.write_bytes("s3://no-such-bucket/x", b"")
+
+
 def test_errors_name_the_uri(s3, tmp_path):
     missing = f"s3://{BUCKET}/no/such/thing"
     for call in (lambda: storage.node_local_copy(missing, root=tmp_path), lambda: storage.download_dir(missing, tmp_path)):
