@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from ltxtrain.encode.cache import LatentCache, to_bytes
-from ltxtrain.encode.stream import AUTO_MIN_WINDOWS, StreamSettings
 from ltxtrain.train.data import CacheBatches, CacheReader, StepSampler
 from ltxtrain.train.stream_data import StreamedBatches
 
@@ -87,15 +86,3 @@ def test_batches_of_two_end_the_pass_at_the_first_short_batch(cache):
     assert [int(v) for v in source.batch(1).latents[:, 0, 0, 0, 0]] == [3, 4]
     source.batch(2)
     assert source.stream_end == 2
-
-
-def test_stream_settings_choose_by_mode_and_window_count():
-    assert not StreamSettings().streams(AUTO_MIN_WINDOWS - 1) and StreamSettings().streams(AUTO_MIN_WINDOWS)
-    assert StreamSettings(mode="stream").streams(2) and not StreamSettings(mode="stream").streams(1)
-    assert not StreamSettings(mode="cache").streams(10**6)
-    with pytest.raises(ValueError, match="data mode"):
-        StreamSettings(mode="fast")
-    assert StreamSettings(encoder_nodes=True).placement(True) == (1.0, (("ltx_encoder", 1.0),), 1.0)
-    share, resources, per_worker = StreamSettings().placement(True)
-    assert resources == () and share + per_worker == 1.0 and 0 < share < 0.5
-    assert StreamSettings().placement(False) == (0.0, (), 1.0)
