@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -84,6 +85,8 @@ def run_mode(mode: str, data: str, args, root: str) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # the job's phases with timestamps (planning, captions, clips, training start) on stderr
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     root = tempfile.mkdtemp(prefix="ltxtrain-bench-stream-")

@@ -401,8 +401,8 @@ def _cpu_workers_beside_encoders(workers: int, opts: JobOptions, cpus: int) -> i
 def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobStorage, opts: JobOptions,
                 use_gpu: bool, media):
     """Plan the windows and encode the captions (and the validation conditions) into the local latent cache,
-    starting from the shared copy when there is one; then either encode every window (cache mode) or only the first
-    and leave the rest to the stream (`opts.stream`). Encoder actors on other nodes load the model from
+    starting from the shared copy when there is one; then either encode every window (cache mode) or leave them to
+    the stream (`opts.stream`). Encoder actors on other nodes load the model from
     `worker_model_dir`. Returns (PreprocessConfig, validation plan, PreparedData)."""
     from .encode.cache import LatentCache
     from .encode.pipeline import PreprocessConfig, audio_sample_rate, encode_captions, encode_clips, plan, \
@@ -429,8 +429,7 @@ def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobS
     cache = LatentCache(pre.cache_dir)
     to_encode = sum(not cache.has_video(r["id"]) for r in keep)
     data = PreparedData(keep, opts.stream.streams(to_encode))
-    if data.streams:
-        encode_clips(keep[:1], pre, media)  # the probe window: every rank scores it before the first step
+    if data.streams:  # no clip is encoded before the workers start: they train on the first as it comes
         cache.write_stream_plan(data.plan(pre))
         log.info("streaming %d of %d windows into training (%d skipped)", to_encode, len(keep), len(job.diag.skipped))
     else:
@@ -442,8 +441,8 @@ def _preprocess(job: Intake, model_dir: str, worker_model_dir: str, shared: JobS
 
 @dataclass
 class PreparedData:
-    """The kept windows and how they reach training: all in the cache already, or the first there and the rest
-    streamed (encode/stream.py)."""
+    """The kept windows and how they reach training: all in the cache before the workers start, or streamed into
+    them (encode/stream.py)."""
 
     keep: list[dict]
     streams: bool
@@ -463,7 +462,7 @@ class PreparedData:
         gpu_share, resources, gpu_per_worker = settings.placement(use_gpu)
         pre = dataclasses.replace(pre, gpus_per_actor=gpu_share, encoder_resources=resources,
                                   cpus_per_actor=settings.encoder_cpus)
-        return {"datasets": {STREAM_DATASET: ClipStream(self.keep[1:], pre, media, cache_dir)},
+        return {"datasets": {STREAM_DATASET: ClipStream(self.keep, pre, media, cache_dir)},
                 "dataset_config": data_config(settings.object_store_bytes), "gpu_per_worker": gpu_per_worker}
 
     def finish(self, pre, diag: Diagnostics, shared: "JobStorage"):

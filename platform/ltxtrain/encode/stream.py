@@ -1,9 +1,8 @@
 """Streaming mode, driver side: the clips are decoded and encoded while the Train workers already train on them.
 
 In cache mode (the default for small datasets) a job encodes every window into the latent cache before the workers
-start, and GPUs idle through the whole pass. In streaming mode the driver plans all windows, encodes the captions
-and the first window (the probe every rank scores before and after training), writes the plan, and hands the rest
-to `TorchTrainer(datasets={"clips": ...})`: decode + fit (CPU tasks) → the video encoder pool, whose actors persist
+start, and GPUs idle through the whole pass. In streaming mode the driver plans all windows, encodes the captions,
+writes the plan, and hands the windows to `TorchTrainer(datasets={"clips": ...})`: decode + fit (CPU tasks) → the video encoder pool, whose actors persist
 each window's file to the cache and pass its bytes on to a training worker (`train/stream_data.py`). A restarted
 worker group streams only the windows not yet in the cache.
 

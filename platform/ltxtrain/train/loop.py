@@ -272,16 +272,16 @@ def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str
 
 
 def _batches(cfg: TrainConfig, cache: LatentCache, rank: int, world: int, meta: dict | None, stream, sync_cache):
-    """(where each step's batch comes from: the complete cache, or the stream and then the cache; the first planned
-    window, which the probe scores)."""
+    """(where each step's batch comes from: the complete cache, or the stream and then the cache; the window the
+    probe scores: the first planned one, or the first streamed one)."""
     if not cfg.stream:
         reader = CacheReader(cache, cache.read_manifest().samples)
         sampler = StepSampler(len(reader.samples), world, rank, cfg.batch_size, seed=cfg.seed)
         return CacheBatches(reader, sampler), reader.batch([0])
-    plan = cache.read_stream_plan()
-    source = StreamedBatches(stream, plan, cache, world, rank, cfg.batch_size, cfg.seed,
-                             stream_end=(meta or {}).get("stream_end"), sync=sync_cache)
-    return source, CacheReader(cache, [cache.entry(plan[0])]).batch([0])  # the driver encoded it before training
+    meta = meta or {}
+    source = StreamedBatches(stream, cache.read_stream_plan(), cache, world, rank, cfg.batch_size, cfg.seed,
+                             stream_end=meta.get("stream_end"), sync=sync_cache)
+    return source, source.first(meta.get("probe_id"))
 
 
 def _stream_metrics(cfg: TrainConfig, source, world: int) -> dict:

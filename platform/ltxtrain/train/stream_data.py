@@ -8,6 +8,9 @@ ends complete) and phase 2 begins.
 
 Phase 2: seeded epochs over the whole cache, exactly as in cache mode with the step counted from `stream_end`.
 
+The probe (the fixed-noise loss scored before and after training) takes rank 0's first streamed window; its id is
+in every checkpoint, so a resumed run scores the same window.
+
 What is deterministic: the noise, σ and condition draws of every step (`step_generator(seed, step, rank)`) and all
 of phase 2 given `stream_end`. What is not: which window a phase-1 step trains on (the order encoders finish in). A
 resumed run's stream carries only the windows not yet in the cache, so windows encoded before a crash but not yet
@@ -39,12 +42,27 @@ class StreamedBatches:
         self.by_id = {p["id"]: p for p in plan}
         self.world, self.rank, self.batch_size, self.seed = world_size, rank, batch_size, seed
         self.stream_end = stream_end
+        self.probe_id: str | None = None
+        self._held: list[dict] | None = None  # the first batch, pulled early for the probe
         self._texts = CacheReader(cache, [])
         self._epochs: CacheBatches | None = None
 
+    def first(self, probe_id: str | None = None) -> Batch:
+        """The one window the probe scores before and after training. At a fresh start: this rank's first streamed
+        window (its batch is kept for the first step), so no window has to be encoded before the workers start.
+        After a restart: `probe_id`, the window rank 0 recorded (in the cache by then)."""
+        if probe_id is None and self.stream_end is None:
+            self._held = self._pull()
+            if self._held:
+                self.probe_id = self._held[0]["id"]
+                return self._collate(self._held[:1])
+        self.sync()  # an empty share: the stream is over and every window is in the cache
+        self.probe_id = probe_id or self.plan[0]["id"]
+        return CacheReader(self.cache, [self.cache.entry(self.by_id[self.probe_id])]).batch([0])
+
     def batch(self, step: int) -> Batch:
         if self.stream_end is None:
-            rows = list(islice(self.rows, self.batch_size)) if self.rows is not None else []
+            rows, self._held = (self._held if self._held is not None else self._pull()), None
             if all_true(len(rows) == self.batch_size):
                 return self._collate(rows)
             self.stream_end = step
@@ -61,8 +79,8 @@ class StreamedBatches:
         return self._epochs.batch(step)
 
     def state(self) -> dict:
-        """What a checkpoint keeps (every rank has the same)."""
-        return {"stream_end": self.stream_end}
+        """What a checkpoint keeps (rank 0's: every rank resumes with the same)."""
+        return {"stream_end": self.stream_end, "probe_id": self.probe_id}
 
     def finish(self) -> None:
         """Drain this rank's stream, so the encoders finish and persist every window (the run may end mid-pass)."""
@@ -70,6 +88,9 @@ class StreamedBatches:
             for _ in self.rows:
                 pass
             self.rows = None
+
+    def _pull(self) -> list[dict]:
+        return list(islice(self.rows, self.batch_size)) if self.rows is not None else []
 
     def _collate(self, rows: list[dict]) -> Batch:
         planned = [self.by_id[r["id"]] for r in rows]
