@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable
 
 import torch
 
@@ -161,7 +161,7 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 def run_worker(cfg: TrainConfig, ctx: WorkerContext, report: Callable[[dict, str | None], None],
                resume_from: str | None = None, log: Callable[[dict], None] | None = None,
-               stream: Iterator[dict] | None = None, sync_cache: Callable[[], None] = lambda: None) -> dict:
+               stream: Iterable[dict] | None = None, sync_cache: Callable[[], None] = lambda: None) -> dict:
     """Train on this worker. `report(metrics, directory)` is called on every rank for each checkpoint (each rank
     with the directory of its own shards) and once at the end (rank 0 with the adapter or full weights, the
     reel and the final metrics). `log(row)` gets each logged step's metrics on every rank (the same row: losses
