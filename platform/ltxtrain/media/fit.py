@@ -156,7 +156,7 @@ class _Fitter:
         if self.graph is not None:
             self.graph.push(frame)
             frame = self.graph.pull()
-        # threads=1 by default: Ray runs one task per core; more only when the task was given more cores.
+        # Slice threads (scale_threads): bit-exact, and the fit is the larger half of a clip's cost.
         scaled = self.sws.reformat(frame, width=mw, height=mh, format="gbrp", interpolation=_INTERP,
                                    threads=self.threads)
         planes = [np.frombuffer(p, np.uint8).reshape(mh, p.line_size)[ys, xs] for p in scaled.planes]
@@ -218,12 +218,17 @@ def hold_last(out: np.ndarray, filled: int, last_frame, last_slot, fit) -> None:
 
 
 def scale_threads() -> int:
-    """swscale threads for this process: the cores Ray gave the task (Ray sets OMP_NUM_THREADS to its num_cpus),
-    else 1, so one decode task per core does not oversubscribe."""
+    """swscale threads for this process: OMP_NUM_THREADS where set (Ray sets it to a task's num_cpus, so one decode
+    task per core does not oversubscribe), else the cores this process may run on, as the decoder's AUTO threads."""
     try:
-        return max(1, min(8, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        n = int(os.environ.get("OMP_NUM_THREADS") or _cores())
     except ValueError:
-        return 1
+        n = 1
+    return max(1, min(8, n))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
