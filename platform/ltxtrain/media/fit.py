@@ -22,6 +22,7 @@ from .probe import MediaError, open_container, probe
 # swscale bicubic widens its kernel when downscaling (no aliasing). FULL_CHR_H_INT: without it swscale's
 # scaling path darkens by ~2 levels (measured on flat gray frames); same speed.
 _INTERP = Interpolation.BICUBIC | Interpolation.FULL_CHR_H_INT
+_CV2_ROTATE = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}  # np.rot90's k
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ class _Fitter:
 
     Per frame: crop the source to the part the output window needs (a zero-copy libavfilter `crop`), scale it and
     convert to planar RGB in one swscale pass (gbrp: swscale's fast path, ~5x faster than packed rgb24 at the same
-    bicubic filter), then pick the window out of the planes. The sws context and filter graph are kept per layout.
+    bicubic filter), then interleave the window out of the planes straight into the caller's output slot. The sws
+    context and filter graph are kept per layout.
     """
 
     def __init__(self, spec: FitSpec, sar, threads: int = 1):
@@ -144,7 +146,7 @@ class _Fitter:
             self.graph = g
         self.plan = (rot, mw, mh, slice(cy, cy + wh), slice(cx, cx + ww))
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+    def __call__(self, frame: av.VideoFrame, dst: np.ndarray) -> None:
         rot = int(round((frame.rotation or 0) / 90)) % 4  # quarter turns counter-clockwise
         key = (frame.width, frame.height, frame.format.name, rot)
         if key != self.key:
@@ -154,12 +156,15 @@ class _Fitter:
         if self.graph is not None:
             self.graph.push(frame)
             frame = self.graph.pull()
-        # threads=1 by default: Ray runs one task per core; more only when the task was given more cores.
+        # Slice threads (scale_threads): bit-exact, and the fit is the larger half of a clip's cost.
         scaled = self.sws.reformat(frame, width=mw, height=mh, format="gbrp", interpolation=_INTERP,
                                    threads=self.threads)
         planes = [np.frombuffer(p, np.uint8).reshape(mh, p.line_size)[ys, xs] for p in scaled.planes]
-        img = cv2.merge(planes[2:] + planes[:2])  # gbrp planes are G, B, R; cv2 interleaves 3x faster than numpy
-        return np.rot90(img, rot) if rot else img
+        rgb = planes[2:] + planes[:2]  # gbrp planes are G, B, R; cv2 interleaves 3x faster than numpy
+        if rot:
+            cv2.rotate(cv2.merge(rgb), _CV2_ROTATE[rot], dst=dst)
+        else:
+            cv2.merge(rgb, dst=dst)  # straight into the output slot: no temporary frame, no copy
 
 
 def _origin(vs) -> float:
@@ -167,12 +172,14 @@ def _origin(vs) -> float:
 
 
 def fill_shown_frames(container, vs, times: np.ndarray, out: np.ndarray, fit, fallback_fps: float):
-    """Decode `vs` once and set out[i] = fit(frame on screen at times[i]) for every timestamp reached.
+    """Decode `vs` once and fit(frame on screen at times[i], out[i]) for every timestamp reached.
 
     Frame-rate resampling by duplication/dropping: the frame shown at t is the last one starting at or before t.
-    Decoding stops as soon as the last timestamp is covered. Returns (filled, last_frame, last_time, last_fit)
-    so callers decide what a stream that ends early means (error for clips, freeze-hold for masks).
-    Raises av.FFmpegError for the caller to name the file.
+    `fit` writes into the slot it is given; a frame shown at several timestamps is fitted once, into the first, and
+    copied to the others; frames shown at none are never fitted. Decoding stops as soon as the last timestamp is
+    covered. Returns (filled, last_frame, last_time, last_slot), last_slot being the slot that holds last_frame's
+    fit (None if it has none yet), so callers decide what a stream that ends early means (error for clips,
+    freeze-hold for masks; `hold_last` fills the rest). Raises av.FFmpegError for the caller to name the file.
     """
     n = len(times)
     src_fps = float(vs.average_rate or vs.guessed_rate or 0) or None
@@ -183,30 +190,45 @@ def fill_shown_frames(container, vs, times: np.ndarray, out: np.ndarray, fit, fa
             container.seek(int((times[0] + origin) / vs.time_base), stream=vs, backward=True)
         except av.FFmpegError:
             container.seek(0, stream=vs, backward=True)
-    idx, prev, prev_img, prev_t, last_t = 0, None, None, None, None
+    idx, prev, shown, prev_t, last_t = 0, None, None, None, None
     for frame in container.decode(vs):
         t = frame.time - origin if frame.time is not None else (
             last_t + 1 / (src_fps or fallback_fps) if last_t is not None else 0.0)
         last_t = t
         # Every wanted timestamp before this frame's start is shown by the previous frame.
         while idx < n and t > times[idx] + eps:
-            if prev_img is None:
-                prev_img = fit(prev if prev is not None else frame)
-            out[idx] = prev_img
+            if shown is None:
+                fit(prev if prev is not None else frame, out[idx])
+                shown = out[idx]
+            else:
+                out[idx] = shown
             idx += 1
         if idx == n:
             break  # the last needed frame is known: stop decoding
-        prev, prev_img, prev_t = frame, None, t
-    return idx, prev, prev_t, prev_img
+        prev, shown, prev_t = frame, None, t
+    return idx, prev, prev_t, shown
+
+
+def hold_last(out: np.ndarray, filled: int, last_frame, last_slot, fit) -> None:
+    """out[filled:] = the last frame, fitted now if it was not yet: it stays on screen after the stream ends."""
+    if last_slot is None:
+        fit(last_frame, out[filled])
+        last_slot, filled = out[filled], filled + 1
+    out[filled:] = last_slot
 
 
 def scale_threads() -> int:
-    """swscale threads for this process: the cores Ray gave the task (Ray sets OMP_NUM_THREADS to its num_cpus),
-    else 1, so one decode task per core does not oversubscribe."""
+    """swscale threads for this process: OMP_NUM_THREADS where set (Ray sets it to a task's num_cpus, so one decode
+    task per core does not oversubscribe), else the cores this process may run on, as the decoder's AUTO threads."""
     try:
-        return max(1, min(8, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        n = int(os.environ.get("OMP_NUM_THREADS") or _cores())
     except ValueError:
-        return 1
+        n = 1
+    return max(1, min(8, n))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
@@ -225,7 +247,7 @@ def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
         src_fps = float(vs.average_rate or vs.guessed_rate or 0) or None
         fit = _Fitter(spec, vs.sample_aspect_ratio, scale_threads() if threads is None else threads)
         try:
-            idx, prev, prev_t, prev_img = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
+            idx, prev, prev_t, shown = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
         except av.FFmpegError as e:
             raise MediaError(path, f"decoding failed ({e})") from e
         if idx < n:  # stream ended: the last frame stays on screen until its end
@@ -237,7 +259,7 @@ def decode_and_fit(path: str, spec: FitSpec, window: TimeWindow | None = None,
                 # would train on a frozen picture. One frame of slack for rounding.
                 raise MediaError(path, f"video stream ends at {prev_t + period:.3f} s but frames up to "
                                        f"{times[-1]:.3f} s are needed (truncated file or wrong duration metadata)")
-            out[idx:] = prev_img if prev_img is not None else fit(prev)
+            hold_last(out, idx, prev, shown, fit)
     return out
 
 

@@ -34,7 +34,7 @@ import os
 import av
 import numpy as np
 
-from .fit import FitSpec, crop_box, fill_shown_frames
+from .fit import FitSpec, crop_box, fill_shown_frames, hold_last
 from .probe import IMAGE_EXTENSIONS, MediaError, open_container
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _fit_video_mask(path: str, clip_size, spec: FitSpec, times: np.ndarray) -> n
         vs.thread_type = "AUTO"
         geom_key, geom, warned = None, None, False
 
-        def fit(frame: av.VideoFrame) -> np.ndarray:
+        def fit(frame: av.VideoFrame, dst: np.ndarray) -> None:
             nonlocal geom_key, geom, warned
             g = _frame_gray(frame)
             key = g.shape
@@ -152,16 +152,16 @@ def _fit_video_mask(path: str, clip_size, spec: FitSpec, times: np.ndarray) -> n
                 if not warned:
                     _check_aspect(path, g.shape[1], g.shape[0], clip_size)
                     warned = True
-            return geom(g).astype(np.float32) * np.float32(1 / 765)
+            np.multiply(geom(g), np.float32(1 / 765), out=dst)
 
         try:
-            idx, prev, _, prev_img = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
+            idx, prev, _, shown = fill_shown_frames(container, vs, times, out, fit, spec.frame_rate)
         except av.FFmpegError as e:
             raise MaskError(path, f"decoding the mask failed ({e})") from e
         if idx < n:  # shorter mask: freeze-hold the last frame
             if prev is None:
                 raise MaskError(path, "mask video has no decodable frames")
-            out[idx:] = prev_img if prev_img is not None else fit(prev)
+            hold_last(out, idx, prev, shown, fit)
     return out
 
 
