@@ -86,6 +86,33 @@ def ray_cluster(ltx_home, tmp_path_factory):
         _stop_cluster(temp_dir)
 
 
+# The uninterrupted reference run of the resume tests: a killed worker (test_fault_tolerance.py) and a lost node
+# (test_multinode.py) must each continue on exactly this trajectory. Both crash the same job (same clips, request,
+# seed and worker count), so one clean run serves both.
+RESUME_REQUEST = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "rank": 8,
+                  "learning_rate": 2e-3, "number_of_steps": 100}
+RESUME_OPTIONS = dict(model="tiny", num_workers=2, use_gpu=False, checkpoint_every=25)
+
+
+@pytest.fixture(scope="session")
+def resume_dataset(tmp_path_factory) -> str:
+    from ltxtrain.sampledata import make_dataset_zip
+
+    d = tmp_path_factory.mktemp("resume_data")
+    return make_dataset_zip(str(d / "clips.zip"), kind="video", n=3, seconds=0.6, fps=25, width=160, height=96)
+
+
+@pytest.fixture(scope="session")
+def clean_resume_run(ray_cluster, tiny_model, resume_dataset, tmp_path_factory):
+    """(out dir, TrainingResult) of the uninterrupted t2v run of RESUME_REQUEST on `resume_dataset`."""
+    from ltxtrain.jobs import JobOptions, run_job
+
+    out = tmp_path_factory.mktemp("resume_clean") / "clean"
+    result = run_job("t2v", {"training_data_url": resume_dataset, **RESUME_REQUEST}, str(out),
+                     JobOptions(**RESUME_OPTIONS))
+    return out, result
+
+
 def _stop_cluster(temp_dir) -> None:
     """Stop only this session's head node (`ray stop` would also kill any other Ray on the machine): its
     processes are the ones started with our temp dir; their workers exit with the raylet."""
