@@ -86,6 +86,95 @@ def ray_cluster(ltx_home, tmp_path_factory):
         _stop_cluster(temp_dir)
 
 
+# The uninterrupted reference run of the resume tests: a killed worker (test_fault_tolerance.py) and a lost node
+# (test_multinode.py) must each continue on exactly this trajectory. Both crash the same job (same clips, request,
+# seed and worker count), so one clean run serves both.
+RESUME_REQUEST = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "rank": 8,
+                  "learning_rate": 2e-3, "number_of_steps": 100}
+RESUME_OPTIONS = dict(model="tiny", num_workers=2, use_gpu=False, checkpoint_every=25)
+
+
+@pytest.fixture(scope="session")
+def resume_dataset(tmp_path_factory) -> str:
+    from ltxtrain.sampledata import make_dataset_zip
+
+    d = tmp_path_factory.mktemp("resume_data")
+    return make_dataset_zip(str(d / "clips.zip"), kind="video", n=3, seconds=0.6, fps=25, width=160, height=96)
+
+
+@pytest.fixture(scope="session")
+def clean_resume_run(ray_cluster, tiny_model, resume_dataset, tmp_path_factory):
+    """(out dir, TrainingResult) of the uninterrupted t2v run of RESUME_REQUEST on `resume_dataset`."""
+    from ltxtrain.jobs import JobOptions, run_job
+
+    out = tmp_path_factory.mktemp("resume_clean") / "clean"
+    result = run_job("t2v", {"training_data_url": resume_dataset, **RESUME_REQUEST}, str(out),
+                     JobOptions(**RESUME_OPTIONS))
+    return out, result
+
+
+# One joint audio+video t2v job (2 workers) with image-conditioned validation previews and the debug dataset, that
+# continues from an initial LoRA on every video, audio and cross-modal target. test_validation.py checks its
+# previews, reel, progress outputs and debug archive; test_quality_gate.py its export gate, the per-modality LoRA
+# files and how the initial LoRA is recorded. None of either file's checks depends on the other file's options.
+VALIDATION_REQUEST = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "frame_rate": 25, "rank": 8,
+                      "learning_rate": 2e-3, "number_of_steps": 100, "validation_resolution": "low",
+                      "validation_aspect_ratio": "16:9", "validation_number_of_frames": 9,
+                      "validation_frame_rate": 25}
+
+
+def audio_zip(tmp: Path) -> str:
+    """Two 0.6 s clips with a stereo 48 kHz track and one caption."""
+    import zipfile
+
+    from ltxtrain.sampledata import write_video
+
+    z = tmp / "av.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for i in range(2):
+            p = tmp / f"clip_{i}.mp4"
+            write_video(str(p), 0.6, 25, 160, 96, seed=i, audio="stereo48k")
+            f.write(p, p.name)
+            f.writestr(f"clip_{i}.txt", "a red square with a tone")
+    return str(z)
+
+
+def write_init_lora(model_dir: str, path: Path, rank: int = 8) -> str:
+    """A LoRA on every video, audio and cross-modal target whose B are no longer zero (an effect of its own)."""
+    import torch
+
+    from ltxtrain.export.lora_file import save_lora
+    from ltxtrain.models.bundle import load_components
+    from ltxtrain.models.lora import (AUDIO_TARGETS, CROSS_MODAL_TARGETS, VIDEO_TARGETS, attach_lora,
+                                      lora_parameters, lora_state_dict)
+
+    tr = load_components(model_dir, ["transformer"])["transformer"]
+    attach_lora(tr, rank, VIDEO_TARGETS + AUDIO_TARGETS + CROSS_MODAL_TARGETS)
+    with torch.no_grad():
+        for p in lora_parameters(tr):
+            p.mul_(0.5).add_(0.001)
+    save_lora(str(path), lora_state_dict(tr), rank, rank)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def joint_validation_job(ray_cluster, tiny_model, tmp_path_factory):
+    """(out dir, TrainingResult, initial LoRA path) of the job described above."""
+    from ltxtrain.jobs import JobOptions, run_job
+    from ltxtrain.sampledata import write_image
+
+    d = tmp_path_factory.mktemp("val")
+    image = d / "start.png"
+    write_image(str(image), 320, 180, seed=3)
+    init = write_init_lora(tiny_model, d / "init.safetensors")
+    req = {"training_data_url": audio_zip(d), **VALIDATION_REQUEST, "debug_dataset": True, "init_lora_url": init,
+           "validation": [{"prompt": "a red square", "image_url": str(image)},
+                          {"prompt": "a blue circle", "image_url": image.as_uri()}]}
+    out = d / "out"
+    result = run_job("t2v", req, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
+    return out, result, init
+
+
 def _stop_cluster(temp_dir) -> None:
     """Stop only this session's head node (`ray stop` would also kill any other Ray on the machine): its
     processes are the ones started with our temp dir; their workers exit with the raylet."""

@@ -7,17 +7,15 @@ import json
 import pytest
 import torch
 
+from conftest import RESUME_OPTIONS, RESUME_REQUEST
 from ltxtrain.jobs import JobOptions, run_job
-from ltxtrain.sampledata import make_dataset_zip
 
-SMALL = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "rank": 8, "learning_rate": 2e-3,
-         "number_of_steps": 100}
+SMALL = RESUME_REQUEST  # the request of the session's clean reference run (conftest.clean_resume_run)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ft")
-    return make_dataset_zip(str(d / "clips.zip"), kind="video", n=3, seconds=0.6, fps=25, width=160, height=96)
+def dataset(resume_dataset):
+    return resume_dataset
 
 
 def _rows(out):
@@ -25,22 +23,21 @@ def _rows(out):
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(ray_cluster, dataset,
-                                                                                     tmp_path):
+                                                                                     clean_resume_run, tmp_path):
     from safetensors.torch import load_file
 
-    opts = dict(model="tiny", num_workers=2, use_gpu=False, checkpoint_every=25)
-    clean = run_job("t2v", {"training_data_url": dataset, **SMALL}, str(tmp_path / "clean"), JobOptions(**opts))
+    clean_out, clean = clean_resume_run  # the same job run without a failure (shared with test_multinode.py)
     crashed = run_job("t2v", {"training_data_url": dataset, **SMALL}, str(tmp_path / "crashed"),
-                      JobOptions(**opts, fail_at_step=60))
+                      JobOptions(**RESUME_OPTIONS, fail_at_step=60))
     # restarted from a checkpoint taken before the failure (the newest one Ray Train had registered by then)
     assert crashed.metrics["step"] == 100 and crashed.metrics["resumed_from_step"] in (25, 50)
     assert clean.metrics["resumed_from_step"] == 0
-    a, b = _rows(tmp_path / "clean"), _rows(tmp_path / "crashed")
+    a, b = _rows(clean_out), _rows(tmp_path / "crashed")
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(10, 101, 10))  # replayed steps replace the rows logged before the failure
     for step in (60, 80, 100):  # after the resume: the same trajectory (same data, noise, optimizer state)
         assert abs(a[step]["loss"] - b[step]["loss"]) < 1e-3 * max(1.0, a[step]["loss"]), (step, a[step], b[step])
-    lora_a = load_file(str(tmp_path / "clean" / clean.lora_file.file_name))
+    lora_a = load_file(str(clean_out / clean.lora_file.file_name))
     lora_b = load_file(str(tmp_path / "crashed" / crashed.lora_file.file_name))
     assert lora_a.keys() == lora_b.keys()
     assert max((lora_a[k].float() - lora_b[k].float()).abs().max().item() for k in lora_a) < 1e-2

@@ -1,7 +1,8 @@
 """A job on a multi-node cluster (`ray.cluster_utils.Cluster`): a head without CPUs (nothing trains there), the Train
 workers on other nodes, storage on a local S3 server (moto, as tests/test_storage.py). The node running the Train
 workers is lost mid-run (`remove_node`); Ray Train restarts the group on the remaining node from the newest
-checkpoint on S3, and the run finishes with the uninterrupted run's losses.
+checkpoint on S3, and the run finishes with the uninterrupted run's losses (the session's clean run of the same job,
+conftest.clean_resume_run, which test_fault_tolerance.py compares its killed worker with too).
 
 The cluster lives in a subprocess: this session's process is already connected to the session's Ray head node."""
 
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import RESUME_OPTIONS, RESUME_REQUEST
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,19 +47,16 @@ def own_ports():
             "dashboard_agent_listen_port": free_port()}
 
 
-dataset, root, temp_dir = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+dataset, root, temp_dir, payload, opts = sys.argv[1], Path(sys.argv[2]), sys.argv[3], *map(json.loads, sys.argv[4:6])
 cluster = Cluster(initialize_head=True, head_node_args={
     "num_cpus": 0, "gcs_server_port": free_port(), "include_dashboard": False, "temp_dir": temp_dir, **own_ports()})
 workers = [cluster.add_node(num_cpus=2, **own_ports()) for _ in range(2)]
 cluster.wait_for_nodes()
 ray.init(address=cluster.address, log_to_driver=False)
 
-payload = {"training_data_url": dataset, "resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9,
-           "rank": 8, "learning_rate": 2e-3, "number_of_steps": 100}
-opts = dict(model="tiny", num_workers=2, use_gpu=False, checkpoint_every=25, storage="s3://bucket/multinode")
+payload = {"training_data_url": dataset, **payload}
+opts = dict(opts, storage="s3://bucket/multinode")
 out = {}
-clean = run_job("t2v", payload, str(root / "clean"), JobOptions(**opts))
-out["clean_resumed_from"] = clean.metrics.get("resumed_from_step")
 
 
 def lose_the_training_node():
@@ -89,14 +89,12 @@ cluster.shutdown()
 
 
 @pytest.mark.ray
-def test_losing_a_worker_node_mid_run_resumes_on_another_node_with_the_same_losses(tmp_path, tiny_model):
+def test_losing_a_worker_node_mid_run_resumes_on_another_node_with_the_same_losses(tmp_path, tiny_model,
+                                                                                  resume_dataset, clean_resume_run):
     from moto import server as moto_server
     from pyarrow import fs as pafs
 
-    from ltxtrain.sampledata import make_dataset_zip
-
-    dataset = make_dataset_zip(str(tmp_path / "clips.zip"), kind="video", n=3, seconds=0.6, fps=25, width=160,
-                               height=96)
+    clean_out, clean = clean_resume_run  # the same job, uninterrupted (same clips, request, seed, 2 workers)
     s3 = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3.start()
     raytmp = Path(tempfile.mkdtemp(prefix="ltxmn", dir="/tmp"))  # short: Ray's socket paths have a length limit
@@ -111,7 +109,8 @@ def test_losing_a_worker_node_mid_run_resumes_on_another_node_with_the_same_loss
         for key in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "RAY_ADDRESS",
                     "LTXTRAIN_STORAGE"):
             env.pop(key, None)
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, dataset, str(tmp_path), str(raytmp)],
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, resume_dataset, str(tmp_path), str(raytmp),
+                               json.dumps(RESUME_REQUEST), json.dumps(RESUME_OPTIONS)],
                               cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=1500)
     finally:
@@ -122,9 +121,9 @@ def test_losing_a_worker_node_mid_run_resumes_on_another_node_with_the_same_loss
     out = json.loads(lines[-1][len("RESULT "):])
     assert out["lost_node_busy_cpus"] >= 1, out  # the lost node held Train workers
     assert out["crashed_step"] == 100 and out["resumed_from"] in (25, 50, 75), out
-    assert out["clean_resumed_from"] == 0
-    rows = {name: {r["step"]: r for r in map(json.loads, (tmp_path / name / "metrics.jsonl").read_text()
-                                                 .splitlines())} for name in ("clean", "crashed")}
+    assert clean.metrics["resumed_from_step"] == 0
+    rows = {name: {r["step"]: r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())}
+            for name, folder in (("clean", clean_out), ("crashed", tmp_path / "crashed"))}
     assert sorted(rows["crashed"]) == list(range(10, 101, 10))
     # Rows average the loss over their 10 steps: from the first row whose steps all ran after the resume, the
     # uninterrupted run's trajectory (same data, noise and optimizer state)

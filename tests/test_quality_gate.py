@@ -216,25 +216,12 @@ def test_a_lora_failing_the_gate_writes_nothing(tiny_model, tmp_path):
 
 
 @pytest.mark.ray
-def test_joint_job_from_an_init_lora_ships_gated_per_modality_files(ray_cluster, tiny_model, tmp_path):
-    """One Ray job: joint audio+video t2v continuing from a LoRA; result.json and the config carry the gate."""
+def test_joint_job_from_an_init_lora_ships_gated_per_modality_files(joint_validation_job):
+    """One Ray job: joint audio+video t2v continuing from a LoRA on every target (conftest.write_init_lora; the
+    session's job that test_validation.py checks the previews of); result.json and the config carry the gate."""
     import json
 
-    from ltxtrain.export.lora_file import save_lora
-    from ltxtrain.jobs import JobOptions, run_job
-    from test_audio_training import SMALL, make_zip
-
-    data = make_zip(tmp_path, {"a.mp4": {"audio": "stereo48k"}, "b.mp4": {"audio": "mono44k"}})
-    init = tmp_path / "init.safetensors"
-    tr = load_components(tiny_model, ["transformer"])["transformer"]
-    attach_lora(tr, 8, ALL)
-    with torch.no_grad():
-        for p in lora_parameters(tr):
-            p.mul_(0.5).add_(0.001)  # B no longer zero: a LoRA with some effect of its own
-    save_lora(str(init), lora_state_dict(tr), 8, 8)
-    out = tmp_path / "job"
-    result = run_job("t2v", {"training_data_url": data, **SMALL, "init_lora_url": str(init)}, str(out),
-                     JobOptions(model="tiny", num_workers=2, use_gpu=False))
+    out, result, init = joint_validation_job
     res = json.loads((out / "result.json").read_text())
     assert res["with_audio"] and res["billing_units"] == 100
     names = {k: res[k]["file_name"] for k in ("lora_file", "lora_video_file", "lora_audio_file")}
@@ -249,5 +236,5 @@ def test_joint_job_from_an_init_lora_ships_gated_per_modality_files(ray_cluster,
     cfg = json.loads((out / res["config_file"]["file_name"]).read_text())
     assert cfg["quality"] == q and cfg["per_modality_files"] == {"video": names["lora_video_file"],
                                                                  "audio": names["lora_audio_file"]}
-    assert cfg["init_lora_url"] == str(init) and "init_lora_url" not in cfg["training"]
+    assert cfg["init_lora_url"] == init and "init_lora_url" not in cfg["training"]
     assert not (out / "work" / "init_lora").exists()

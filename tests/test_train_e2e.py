@@ -1,4 +1,5 @@
-"""The whole t2v job on local Ray with the tiny model: preprocessing, 2-worker FSDP2 training, export, ray job submit."""
+"""The whole t2v job on local Ray with the tiny model, submitted with `ray job submit`: preprocessing, 2-worker FSDP2
+training, export."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from ltxtrain.api.errors import Diagnostics
 from ltxtrain.encode.pipeline import PreprocessConfig, plan_sample, preprocess
-from ltxtrain.jobs import JobOptions, intake, run_job
+from ltxtrain.jobs import intake
 from ltxtrain.sampledata import make_dataset_zip, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +64,25 @@ def test_long_clip_with_cuts_becomes_one_sample_per_scene(ray_cluster, tiny_mode
 
 @pytest.fixture(scope="module")
 def trained(ray_cluster, tiny_model, dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("job")
-    result = run_job("t2v", {"training_data_url": dataset, **SMALL}, str(out),
-                     JobOptions(model="tiny", num_workers=2, use_gpu=False))
-    return out, result
+    """The t2v job as a user runs it on a cluster: `ray job submit` of jobs/train.py (which calls run_job in the
+    job's driver). The tests below check its outputs; result.json is the TrainingResult run_job returned there."""
+    from ltxtrain.api.result import TrainingResult
+
+    d = tmp_path_factory.mktemp("job")
+    out = d / "submitted"
+    req = d / "request.json"
+    req.write_text(json.dumps({"training_data_url": dataset, **SMALL}))
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", ray_cluster["dashboard"],
+           "--working-dir", str(ROOT), "--", "python", "jobs/train.py", "t2v", str(req), "--out", str(out),
+           "--workers", "2", "--cpu"]
+    env = {**ray_cluster["env"], "HF_HUB_OFFLINE": "1", "LTXTRAIN_HOME": os.environ["LTXTRAIN_HOME"]}
+    for _ in range(5):  # the dashboard's job agent can lag behind the head node's start on a loaded machine
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+        if "No available agent to submit job" not in proc.stderr + proc.stdout:
+            break
+        time.sleep(10)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out, TrainingResult.model_validate_json((out / "result.json").read_text())
 
 
 def test_t2v_job_writes_outputs_and_bills(trained):
@@ -120,18 +136,9 @@ def test_lora_loads_into_diffusers_pipeline_and_changes_output(trained, tiny_mod
     assert (base - tuned).abs().max() > 1e-4
 
 
-def test_same_job_through_ray_job_submit(ray_cluster, dataset, tmp_path, write_request):
-    out = tmp_path / "submitted"
-    req = write_request({"training_data_url": dataset, **SMALL, "number_of_steps": 100})
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", ray_cluster["dashboard"],
-           "--working-dir", str(ROOT), "--", "python", "jobs/train.py", "t2v", req, "--out", str(out),
-           "--workers", "2", "--cpu"]
-    env = {**ray_cluster["env"], "HF_HUB_OFFLINE": "1", "LTXTRAIN_HOME": os.environ["LTXTRAIN_HOME"]}
-    for _ in range(5):  # the dashboard's job agent can lag behind the head node's start on a loaded machine
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
-        if "No available agent to submit job" not in proc.stderr + proc.stdout:
-            break
-        time.sleep(10)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+def test_same_job_through_ray_job_submit(trained):
+    # the job behind `trained` is submitted through Ray's Jobs API (the tests above check all of its outputs)
+    out, result = trained
     data = json.loads((out / "result.json").read_text())
     assert data["billing_units"] == 100 and data["lora_file"]["file_size"] > 0
+    assert result.endpoint == "t2v" and result.metrics["world_size"] == 2

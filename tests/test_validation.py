@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 
 import av
 import pytest
@@ -12,34 +11,15 @@ import torch
 
 from ltxtrain.api.errors import RequestError
 from ltxtrain.jobs import JobOptions, run_job
-from ltxtrain.sampledata import write_image, write_video
 
-SMALL = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "frame_rate": 25, "rank": 8,
-         "learning_rate": 2e-3, "number_of_steps": 100, "validation_resolution": "low",
-         "validation_aspect_ratio": "16:9", "validation_number_of_frames": 9, "validation_frame_rate": 25}
-
-
-def audio_zip(tmp: Path) -> str:
-    z = tmp / "av.zip"
-    with zipfile.ZipFile(z, "w") as f:
-        for i in range(2):
-            p = tmp / f"clip_{i}.mp4"
-            write_video(str(p), 0.6, 25, 160, 96, seed=i, audio="stereo48k")
-            f.write(p, p.name)
-            f.writestr(f"clip_{i}.txt", "a red square with a tone")
-    return str(z)
+from conftest import VALIDATION_REQUEST as SMALL, audio_zip
 
 
 @pytest.fixture(scope="module")
-def job_with_validation(ray_cluster, tmp_path_factory):
-    d = tmp_path_factory.mktemp("val")
-    image = d / "start.png"
-    write_image(str(image), 320, 180, seed=3)
-    req = {"training_data_url": audio_zip(d), **SMALL, "debug_dataset": True,
-           "validation": [{"prompt": "a red square", "image_url": str(image)},
-                          {"prompt": "a blue circle", "image_url": image.as_uri()}]}
-    out = d / "out"
-    result = run_job("t2v", req, str(out), JobOptions(model="tiny", num_workers=2, use_gpu=False))
+def job_with_validation(joint_validation_job):
+    """The session's joint audio+video job with two image-conditioned previews and the debug dataset (conftest; it
+    starts from an initial LoRA, which test_quality_gate.py checks)."""
+    out, result, _ = joint_validation_job
     return out, result
 
 
