@@ -15,6 +15,8 @@
 #
 #   bash bench/gpu.sh             # on the GPU machine, from the repository root (venv active)
 #   bash bench/gpu.sh --dry-run   # the same cases on CPU with the tiny model and a small geometry (~1-2 min)
+# With RAY_ADDRESS set, the scaling command joins that cluster instead of starting its own (the test suite's head
+# node: tests/test_gpu_script.py).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="platform${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 RAY_DISABLE_USAGE_STATS=1
@@ -69,12 +71,16 @@ run_case av          "$CASE_S"    --grad-ckpt --audio --targets av
 if [ "$NGPU" -gt 1 ] || [ "$DRY" = 1 ]; then
   # Training throughput through Ray Train (FSDP2 from 2 workers) on N GPUs vs 1; the dry run checks the command
   # with one CPU worker. scaling.py trains the tiny model (it needs a folder with the VAE and text encoder).
-  W=$([ "$DRY" = 1 ] && echo 1 || echo "1,$NGPU")
-  S=$([ "$DRY" = 1 ] && echo 6 || echo 40)
+  # the dry run: short, small clips and a small geometry (the command and its paths, not the figures)
+  if [ "$DRY" = 1 ]; then
+    SCALING=(--workers 1 --steps 6 --seconds 0.5 --width 256 --height 160 --frames 9)
+  else
+    SCALING=(--workers "1,$NGPU" --steps 40)
+  fi
   if (( SECONDS - START <= BUDGET_S )); then
-    echo "[scaling] scaling.py --workers $W --skip-preprocess --clips 2 --steps $S"
-    timeout --signal=KILL "$SCALING_S" python bench/scaling.py --workers "$W" --skip-preprocess --clips 2 \
-        --steps "$S" --warmup 2 > "$OUT/scaling.log" 2>&1; echo "[scaling] rc=$?"
+    echo "[scaling] scaling.py ${SCALING[*]} --skip-preprocess --clips 2 --warmup 2"
+    timeout --signal=KILL "$SCALING_S" python bench/scaling.py "${SCALING[@]}" --skip-preprocess --clips 2 \
+        --warmup 2 > "$OUT/scaling.log" 2>&1; echo "[scaling] rc=$?"
   else
     echo "[scaling] skipped (budget spent)"
   fi

@@ -14,8 +14,8 @@ block when there are 2+ workers, LoRA, `flow_loss`, AdamW) on the latent cache f
 --warmup and the last step; samples/s = steps/s x workers x batch size (each worker draws its own samples). The
 whole `fit()` (worker start, model load, probe losses, adapter export) is printed too.
 
-Local Ray: `ray.init(num_cpus=os.cpu_count())`. On CPU each training worker gets 1 CPU (as in `run_training`); on a
-GPU machine workers = GPUs.
+Local Ray: `ray.init(num_cpus=os.cpu_count())`, or the running cluster at $RAY_ADDRESS when that is set. On CPU each
+training worker gets 1 CPU (as in `run_training`); on a GPU machine workers = GPUs.
 
 Example: PYTHONPATH=platform python bench/scaling.py --workers 1,2 --clips 8 --steps 30
 """
@@ -53,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=1, help="per worker")
     ap.add_argument("--model", default="tiny", help="tiny (or a diffusers folder that has the VAE and text encoder)")
-    ap.add_argument("--skip-preprocess", action="store_true", help="only build one cache, time training")
+    ap.add_argument("--skip-preprocess", action="store_true",
+                    help="only build one cache (no cold-start run), time training")
     ap.add_argument("--skip-train", action="store_true")
     args = ap.parse_args(argv)
     args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -129,7 +130,11 @@ def main(argv=None) -> None:
 
     model_dir = resolve_model(args.model, str(default_home() / "models"))
     load_before = os.getloadavg()[0]  # other processes' load, before our own Ray workers add to it
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # RAY_ADDRESS set: join that running cluster (its workers must import ltxtrain: `ray start` with PYTHONPATH set,
+    # as the test suite's head node is) rather than start a local one; e.g. bench/gpu.sh --dry-run under pytest
+    address = os.environ.get("RAY_ADDRESS")
+    local = {} if address else {"num_cpus": os.cpu_count(), "include_dashboard": False}
+    ray.init(address=address or None, logging_level="ERROR", log_to_driver=False, **local)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -143,8 +148,9 @@ def main(argv=None) -> None:
         samples = make_samples(os.path.join(work, "clips"), args.clips, args.seconds)
         print(f"{hw}; model {args.model}; {len(samples)} generated clips ({args.seconds:g} s, 320-854 px, 24-30 fps) "
               f"in {time.perf_counter() - t:.1f} s -> {args.width}x{args.height}x{args.frames} @ {args.fps:g} fps")
-        cold = run_preprocess(samples[:1], args, model_dir, os.path.join(work, "cache_cold"), 1, use_gpu)
-        print(f"preprocess cold start (1 clip, Ray workers starting): {cold:.1f} s")
+        if not args.skip_preprocess:  # warms Ray's workers before the timed runs; training needs only the cache
+            cold = run_preprocess(samples[:1], args, model_dir, os.path.join(work, "cache_cold"), 1, use_gpu)
+            print(f"preprocess cold start (1 clip, Ray workers starting): {cold:.1f} s")
         train_cache = None
         counts = args.worker_counts if not args.skip_preprocess else args.worker_counts[:1]
         for n in counts:
@@ -160,6 +166,8 @@ def main(argv=None) -> None:
                 print(f"preprocess  {n} encoder actor(s){' (1 GPU each)' if use_gpu else ''}: "
                       f"{row['clips_per_s']:6.2f} clips/s ({elapsed:.1f} s for {len(samples)} clips, "
                       f"actor start included)")
+            else:
+                print(f"preprocess  cache for training: {len(samples)} clips in {elapsed:.1f} s (cold, not a figure)")
         if train_cache is None:
             train_cache = os.path.join(work, "cache_train")
             run_preprocess(samples, args, model_dir, train_cache, 1, use_gpu)

@@ -113,29 +113,32 @@ def clean_resume_run(ray_cluster, tiny_model, resume_dataset, tmp_path_factory):
     return out, result
 
 
-# One joint audio+video t2v job (2 workers) with image-conditioned validation previews and the debug dataset, that
-# continues from an initial LoRA on every video, audio and cross-modal target. test_validation.py checks its
-# previews, reel, progress outputs and debug archive; test_quality_gate.py its export gate, the per-modality LoRA
-# files and how the initial LoRA is recorded. None of either file's checks depends on the other file's options.
+# One joint audio+video t2v job (2 workers) on three clips whose tracks differ (stereo 48 kHz, mono 44.1 kHz,
+# silent), with image-conditioned validation previews and the debug dataset, that continues from an initial LoRA on
+# every video, audio and cross-modal target. test_audio_training.py checks that it trains both modalities,
+# test_validation.py its previews, reel, progress outputs and debug archive, test_quality_gate.py its export gate,
+# the per-modality LoRA files and how the initial LoRA is recorded. No file's checks depend on another's options.
 VALIDATION_REQUEST = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 9, "frame_rate": 25, "rank": 8,
                       "learning_rate": 2e-3, "number_of_steps": 100, "validation_resolution": "low",
                       "validation_aspect_ratio": "16:9", "validation_number_of_frames": 9,
                       "validation_frame_rate": 25}
+JOINT_TRACKS = ("stereo48k", "mono44k", "silent")  # one clip each
+JOINT_CAPTION = "a red square with a tone"
 
 
-def audio_zip(tmp: Path) -> str:
-    """Two 0.6 s clips with a stereo 48 kHz track and one caption."""
+def audio_zip(tmp: Path, tracks=JOINT_TRACKS) -> str:
+    """0.6 s clips, one per audio kind in `tracks`, with one caption."""
     import zipfile
 
     from ltxtrain.sampledata import write_video
 
     z = tmp / "av.zip"
     with zipfile.ZipFile(z, "w") as f:
-        for i in range(2):
+        for i, track in enumerate(tracks):
             p = tmp / f"clip_{i}.mp4"
-            write_video(str(p), 0.6, 25, 160, 96, seed=i, audio="stereo48k")
+            write_video(str(p), 0.6, 25, 160, 96, seed=i, audio=track)
             f.write(p, p.name)
-            f.writestr(f"clip_{i}.txt", "a red square with a tone")
+            f.writestr(f"clip_{i}.txt", JOINT_CAPTION)
     return str(z)
 
 

@@ -5,8 +5,11 @@ preprocessing, Ray Train and export, each returning its previews as an audio ree
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import wave
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +21,8 @@ from test_audio_products import write_audio
 pytestmark = pytest.mark.ray
 
 
-def _job(tmp_path_factory, name: str, endpoint: str, files: dict, payload: dict, validation: list):
+def _dataset(tmp_path_factory, name: str, files: dict, payload: dict, validation) -> tuple[Path, dict]:
+    """(data folder, request) of one job: the archive and whatever the validation entries point at."""
     data = tmp_path_factory.mktemp(name)
     z = data / "d.zip"
     with zipfile.ZipFile(z, "w") as f:
@@ -26,33 +30,62 @@ def _job(tmp_path_factory, name: str, endpoint: str, files: dict, payload: dict,
             p = data / arc
             make(p, i)
             f.write(p, arc)
-    out = data / "out"
-    result = run_job(endpoint, {"training_data_url": str(z), "number_of_steps": 100, "rank": 8,
-                                "validation": validation(data), **payload}, str(out),
-                     JobOptions(model="tiny", num_workers=1, use_gpu=False))
-    return out, result
+    return data, {"training_data_url": str(z), "number_of_steps": 100, "rank": 8, "validation": validation(data),
+                  **payload}
 
 
-@pytest.fixture(scope="module")
-def t2a_job(ray_cluster, tmp_path_factory):
+def _t2a(tmp_path_factory):
     files = {f"hum_{i}.wav": (lambda p, i: write_audio(p, 1.3, freq=200.0 + 50 * i)) for i in range(2)}
     files["hum_2.flac"] = lambda p, i: write_audio(p, 1.3, freq=330.0)
-    return _job(tmp_path_factory, "t2a", "t2a", files, {"audio_duration_seconds": 1.0, "debug_dataset": True},
-                lambda d: [{"prompt": "a low hum"}])
+    return _dataset(tmp_path_factory, "t2a", files, {"audio_duration_seconds": 1.0, "debug_dataset": True},
+                    lambda d: [{"prompt": "a low hum"}])
 
 
-@pytest.fixture(scope="module")
-def v2a_job(ray_cluster, tmp_path_factory):
-    clip = lambda p, i: write_video(str(p), 0.8, 25, 160, 96, seed=i, audio="stereo48k")
+def _v2a(tmp_path_factory):
+    clip = lambda p, i: write_video(str(p), 0.8, 25, 160, 96, seed=i, audio="stereo48k")  # noqa: E731
 
     def validation(d):
         write_video(str(d / "val.mp4"), 0.8, 25, 160, 96, seed=9)  # a silent video to score
         return [{"prompt": "a clip", "video_url": str(d / "val.mp4")}]
 
-    return _job(tmp_path_factory, "v2a", "v2a", {"a.mp4": clip, "b.mp4": clip},
-                {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 17, "frame_rate": 25,
-                 "validation_resolution": "low", "validation_aspect_ratio": "16:9", "validation_number_of_frames": 17,
-                 "validation_frame_rate": 25}, validation)
+    return _dataset(tmp_path_factory, "v2a", {"a.mp4": clip, "b.mp4": clip},
+                    {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 17, "frame_rate": 25,
+                     "validation_resolution": "low", "validation_aspect_ratio": "16:9",
+                     "validation_number_of_frames": 17, "validation_frame_rate": 25}, validation)
+
+
+@pytest.fixture(scope="module")
+def audio_jobs(ray_cluster, tmp_path_factory):
+    """{"t2a": (out, result), "v2a": (out, result)}. Each job trains with one worker, i.e. one of the head node's two
+    CPUs, so the two run side by side: v2a through the CLI (`ltxtrain train ... --address`) in a second driver
+    process, t2a in this one; each is then checked from its own outputs."""
+    from ltxtrain.api.result import TrainingResult
+
+    (t2a_dir, t2a_req), (v2a_dir, v2a_req) = _t2a(tmp_path_factory), _v2a(tmp_path_factory)
+    (v2a_dir / "request.json").write_text(json.dumps(v2a_req))
+    cmd = [sys.executable, "-m", "ltxtrain.cli", "train", "v2a", str(v2a_dir / "request.json"), "--out",
+           str(v2a_dir / "out"), "--address", ray_cluster["address"], "--workers", "1", "--cpu"]
+    with open(v2a_dir / "driver.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            t2a = run_job("t2a", t2a_req, str(t2a_dir / "out"), JobOptions(model="tiny", num_workers=1, use_gpu=False))
+            rc = proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert rc == 0, (v2a_dir / "driver.log").read_text()[-6000:]
+    v2a = TrainingResult.model_validate_json((v2a_dir / "out" / "result.json").read_text())
+    return {"t2a": (t2a_dir / "out", t2a), "v2a": (v2a_dir / "out", v2a)}
+
+
+@pytest.fixture(scope="module")
+def t2a_job(audio_jobs):
+    return audio_jobs["t2a"]
+
+
+@pytest.fixture(scope="module")
+def v2a_job(audio_jobs):
+    return audio_jobs["v2a"]
 
 
 def _audio_preview(out, result, seconds: float):

@@ -11,8 +11,10 @@ import pytest
 from ltxtrain.api.errors import Diagnostics, RequestError
 from ltxtrain.encode.audio_encoder import audio_latent_steps
 from ltxtrain.encode.pipeline import PreprocessConfig, audio_sample_rate, preprocess
-from ltxtrain.jobs import JobOptions, check, intake, run_job
+from ltxtrain.jobs import check, intake
 from ltxtrain.sampledata import write_video
+
+from conftest import JOINT_TRACKS
 
 SMALL = {"resolution": "low", "aspect_ratio": "16:9", "number_of_frames": 17, "frame_rate": 24, "rank": 8,
          "learning_rate": 2e-3, "number_of_steps": 100}
@@ -69,17 +71,18 @@ def test_audio_length_follows_the_kept_frames(ray_cluster, tiny_model, tmp_path,
 
 
 @pytest.fixture(scope="module")
-def audio_job(ray_cluster, mixed_audio_zip, tmp_path_factory):
-    out = tmp_path_factory.mktemp("audio_job")
-    result = run_job("t2v", {"training_data_url": mixed_audio_zip, **SMALL}, str(out),
-                     JobOptions(model="tiny", num_workers=2, use_gpu=False))
+def audio_job(joint_validation_job):
+    """The session's joint audio+video t2v job (conftest): 2 workers, three clips with a stereo 48 kHz, a mono
+    44.1 kHz and a silent track. It also renders previews (test_validation.py) and starts from an initial LoRA
+    (test_quality_gate.py); what is checked here (both modalities trained, both losses fall) holds either way."""
+    out, result, _ = joint_validation_job
     return out, result
 
 
 def test_audio_video_job_reports_both_losses_and_both_fall(audio_job):
     out, result = audio_job
     data = json.loads((out / "result.json").read_text())
-    assert data["with_audio"] is True and data["samples"] == 3 and data["billing_units"] == 100
+    assert data["with_audio"] is True and data["samples"] == len(JOINT_TRACKS) == 3 and data["billing_units"] == 100
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("loss_video" in r and "loss_audio" in r for r in rows)
     m = result.metrics

@@ -1,4 +1,5 @@
-"""bench/gpu.sh --dry-run: every GPU case (and the scaling command) runs once on CPU with the tiny model."""
+"""bench/gpu.sh --dry-run: every GPU case (and the scaling command) runs once on CPU with the tiny model. The
+scaling command joins the session's Ray head node (RAY_ADDRESS) rather than starting a Ray of its own."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ CASES = ["t2v", "t2v-nockpt", "t2v-ckpt2", "t2v-compile", "ic", "av"]
 
 
 @pytest.mark.ray
-def test_gpu_script_dry_run_runs_every_case(tmp_path, ltx_home):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "LTXTRAIN_HOME": str(ltx_home)}
+def test_gpu_script_dry_run_runs_every_case(tmp_path, ltx_home, ray_cluster):
+    env = {**ray_cluster["env"], "OUT": str(tmp_path / "out"), "LTXTRAIN_HOME": str(ltx_home),
+           "RAY_ADDRESS": ray_cluster["address"]}
     proc = subprocess.run(["bash", "bench/gpu.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -218,7 +218,7 @@ def test_a_lora_failing_the_gate_writes_nothing(tiny_model, tmp_path):
 @pytest.mark.ray
 def test_joint_job_from_an_init_lora_ships_gated_per_modality_files(joint_validation_job):
     """One Ray job: joint audio+video t2v continuing from a LoRA on every target (conftest.write_init_lora; the
-    session's job that test_validation.py checks the previews of); result.json and the config carry the gate."""
+    session's joint job, see conftest); result.json and the config carry the gate."""
     import json
 
     out, result, init = joint_validation_job

@@ -12,13 +12,13 @@ import torch
 from ltxtrain.api.errors import RequestError
 from ltxtrain.jobs import JobOptions, run_job
 
-from conftest import VALIDATION_REQUEST as SMALL, audio_zip
+from conftest import JOINT_CAPTION, JOINT_TRACKS, VALIDATION_REQUEST as SMALL, audio_zip
 
 
 @pytest.fixture(scope="module")
 def job_with_validation(joint_validation_job):
     """The session's joint audio+video job with two image-conditioned previews and the debug dataset (conftest; it
-    starts from an initial LoRA, which test_quality_gate.py checks)."""
+    starts from an initial LoRA, which test_quality_gate.py checks, and test_audio_training.py checks its losses)."""
     out, result, _ = joint_validation_job
     return out, result
 
@@ -74,10 +74,10 @@ def test_debug_archive_matches_the_training_samples(job_with_validation):
     assert result.debug_dataset is not None
     with zipfile.ZipFile(out / result.debug_dataset.file_name) as z:
         index = json.loads(z.read("index.json"))
-        assert index["count"] == 2
+        assert index["count"] == len(JOINT_TRACKS)  # one clip per audio track kind
         for entry in index["samples"]:
             info = json.loads(z.read(f"{entry['folder']}/info.json"))
-            assert info["caption"] == "a red square with a tone" and info["tokens"]["video"] == 2 * 9 * 16
+            assert info["caption"] == JOINT_CAPTION and info["tokens"]["video"] == 2 * 9 * 16
             assert info["tokens"]["audio"] > 0
             data = z.read(f"{entry['folder']}/target.mp4")
             path = out / "clip.mp4"
