@@ -1,8 +1,9 @@
 """Inference with a trained LoRA for every product, through the validation previews' sampler (one path: see
 `ltxtrain.sample.inference`), as an mp4 (or a .wav for products whose video is not generated).
 
-`InferenceEngine` holds the base model (built once) and runs one request at a time: load the LoRA onto the
-transformer under a fresh adapter name, sample, delete the adapter, so the base weights are never changed. It runs
+`InferenceEngine` holds the base model (built once, as are the VAEs that encode condition media) and runs one
+request at a time: load the LoRA onto the transformer under a fresh adapter name, sample, delete the adapter, so the
+base weights are never changed. It runs
 in-process for tests (`LocalInference`) or inside the `InferenceDeployment` Serve replica (with `num_gpus` on GPU
 clusters), which the API reaches through a handle (`HandleInference`). User errors come back as data
 (`{"errors": [...]}`), not as exceptions, so they cross the Serve boundary intact.
@@ -33,6 +34,7 @@ class InferenceEngine:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.pipe = build_pipeline(self.model_dir, dtype=dtype, device=self.device)  # its parts; never called
+        self._media_encoders: dict | None = None
         self.allow_private_urls = allow_private_urls
         self.max_lora_bytes = max_lora_bytes
         self.max_media_bytes = max_media_bytes
@@ -88,6 +90,22 @@ class InferenceEngine:
             raise RequestError.field("lora_url", "the file is not a .safetensors LoRA") from None
         return path
 
+    def _encoders(self) -> dict:
+        """The VAEs that encode condition media (images, clips, masks, audio), loaded once, in float32 as the
+        training cache encodes them: the pipeline's own where it is float32 (CPU), else float32 copies on the device
+        beside the bf16 decoders."""
+        if self._media_encoders is None:
+            import torch
+
+            from ltxtrain.models.bundle import load_components
+
+            p = self.pipe
+            if p.vae.dtype == torch.float32:
+                self._media_encoders = {"vae": p.vae, "audio_vae": p.audio_vae}
+            else:
+                self._media_encoders = load_components(self.model_dir, ["vae", "audio_vae"], device=self.device)
+        return self._media_encoders
+
     def _text(self, prompt: str):
         from ltxtrain.conditioning.tokens import TextContext
         from ltxtrain.encode.encoders import encode_text
@@ -115,8 +133,9 @@ class InferenceEngine:
             try:
                 p.set_adapters([name], [req.lora_scale])
                 text, negative = self._text(req.prompt), self._text(req.negative_prompt)
+                encoders = self._encoders() if media else None
                 return sample_one(recipe, req, media, metadata, model_dir=self.model_dir, transformer=p.transformer,
-                                  text=text, negative=negative, decoders=decoders)
+                                  text=text, negative=negative, decoders=decoders, encoders=encoders)
             finally:
                 p.delete_adapters(name)
 

@@ -73,6 +73,22 @@ def test_i2v_conditions_on_the_image_and_requires_it(engine, lora, tmp_path):
     assert missing["errors"][0]["loc"] == ["body", "image_url"]
 
 
+def test_conditioned_requests_load_no_model_parts(engine, lora, tmp_path, monkeypatch):
+    """Condition media are encoded by the engine's own VAEs: nothing is read from the model folder per request, and
+    the same request gives the same bytes twice."""
+    import ltxtrain.models.bundle as bundle
+
+    loads = []
+    real = bundle.load_components
+    monkeypatch.setattr(bundle, "load_components", lambda *a, **kw: loads.append(a[1]) or real(*a, **kw))
+    img = tmp_path / "first.png"
+    Image.fromarray(np.full((64, 128, 3), (30, 200, 30), np.uint8)).save(img)
+    body = {**GEO, "lora_url": lora, "image_url": str(img), "with_audio": False, "seed": 3}
+    first, second = (engine.generate("i2v", body, {"path": lora}) for _ in range(2))
+    assert "errors" not in first, first
+    assert loads == [] and first["data"] == second["data"]
+
+
 def test_ic_lora_reference_scaling_comes_from_the_loras_metadata(engine, tiny_model, tmp_path, monkeypatch):
     import ltxtrain.media.reference as reference
 

@@ -491,8 +491,7 @@ def _export(job: Intake, outcome, manifest, pre, out: Path, opts: JobOptions, mo
     lora_path = out / f"{slug}_lora.safetensors"
     config_path = out / f"{slug}_config.json"
     conditions = job.conditions
-    metadata = {"ltxtrain_endpoint": recipe.endpoint, "ltxtrain_rank": str(request.rank),
-                "training_type": recipe.training_type, **conditions.metadata()}
+    metadata = recipe.lora_metadata(request, conditions)
     model_file, model_shards, lora = None, [], None
     if outcome.model_dir:  # full fine-tune: the whole transformer, diffusers layout
         model_file, model_shards = _place_model_files(Path(outcome.model_dir), out, slug)

@@ -155,6 +155,16 @@ class Condition:
         bound = dataclasses.replace(self, **values)
         return bound if getattr(bound, "enabled", True) else None
 
+    def request_fields(self) -> tuple[str, ...]:
+        """The request fields this condition reads (its `From` parameters that name one)."""
+        return tuple(v.name for f in dataclasses.fields(self)
+                     if isinstance(v := getattr(self, f.name), From) and v.name is not None)
+
+    def trained(self, metadata: dict[str, str]) -> "Condition":
+        """This bound condition with the parameters a LoRA's metadata records (inference), where no request field
+        restores them; default: unchanged."""
+        return self
+
     def pins_audio(self) -> bool:
         """True when the target's own audio is (partly) given clean: previews then encode the entry's audio."""
         return False
@@ -325,6 +335,15 @@ class SpatialKeep(Condition):
 
     def metadata(self):
         return {"kept_rect": ",".join(map(str, self.rect)), "kept_rect_size": ",".join(map(str, self.size))}
+
+    def trained(self, metadata):
+        # the rectangle in the training frame's pixels, with that frame's size: `cells` scales it to any grid
+        try:
+            rect = tuple(int(v) for v in metadata["kept_rect"].split(","))
+            size = tuple(int(v) for v in metadata["kept_rect_size"].split(","))
+        except (KeyError, ValueError):
+            return self
+        return dataclasses.replace(self, rect=rect, size=size) if len(rect) == 4 and len(size) == 2 else self
 
 
 @dataclass(frozen=True)

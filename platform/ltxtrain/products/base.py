@@ -7,6 +7,8 @@ fields, the cache columns, the tokens and the metadata all come from those condi
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from typing import Annotated, Callable
 
@@ -160,6 +162,15 @@ class Recipe:
         if errors:
             raise RequestError(errors)
         return request
+
+    def lora_metadata(self, request: TrainingRequest, conditions: ConditionSet) -> dict[str, str]:
+        """The exported LoRA's metadata: endpoint, rank and training type; the request fields the conditions read,
+        by name, JSON-encoded (e.g. extend's `conditioning_frames`), so inference binds the conditions as they
+        were trained (`sample.inference.training_view`); and each bound condition's own entries."""
+        names = sorted({n for c in self.conditions for n in c.request_fields()} & set(self.request_model.model_fields))
+        return {"ltxtrain_endpoint": self.endpoint, "ltxtrain_rank": str(request.rank),
+                "training_type": self.training_type, **{n: json.dumps(getattr(request, n)) for n in names},
+                **conditions.metadata()}
 
     def bind(self, request: TrainingRequest, audio: bool) -> ConditionSet:
         """The conditions with the request's values, and each modality's resolved role: what travels."""

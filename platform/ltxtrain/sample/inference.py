@@ -9,6 +9,7 @@ from the LoRA file's metadata, else the training request's defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import wave as wavelib
@@ -121,12 +122,13 @@ def media_urls(recipe, req: InferenceRequest) -> dict[str, str]:
 
 
 def training_view(recipe, req: InferenceRequest, lora_metadata: dict[str, str]):
-    """A training request the recipe's conditions bind against: the LoRA's metadata for fields it names (how the
-    LoRA was trained, e.g. reference_downscale_factor), else the request model's defaults."""
+    """A training request the recipe's conditions bind against: the LoRA's metadata for fields it names that this
+    request cannot set (how the LoRA was trained: reference_downscale_factor, extend's conditioning_frames, ...;
+    `Recipe.trained_fields` writes them), else the training request model's defaults."""
     fields = recipe.request_model.model_fields
     values = {k: f.default for k, f in fields.items() if not f.is_required()}
     for key, raw in lora_metadata.items():
-        if key in fields:
+        if key in fields and key not in type(req).model_fields:
             try:
                 values[key] = json.loads(raw)
             except (TypeError, ValueError):
@@ -138,9 +140,27 @@ def training_view(recipe, req: InferenceRequest, lora_metadata: dict[str, str]):
     return recipe.request_model.model_construct(**values)
 
 
+def bind_conditions(recipe, req: InferenceRequest, lora_metadata: dict[str, str]):
+    """The recipe's conditions as the LoRA was trained (`training_view`, then each kind's `trained`) at this
+    request's geometry; RequestError when the LoRA's parameters cannot fit that geometry."""
+    view = _Geometry(training_view(recipe, req, lora_metadata), req)
+    conditions = recipe.bind(view, bool(req.with_audio))
+    conditions = dataclasses.replace(conditions, items=tuple(c.trained(lora_metadata) for c in conditions.items))
+    # the LoRA's own parameters (e.g. its reference scaling) must still fit this request's geometry
+    problems = [e for check in recipe.checks for e in check(view)]
+    problems += [ErrorItem(("body", *loc), msg) for c in conditions.items for loc, msg in c.check(view)]
+    if problems:  # a field the request cannot set is the LoRA's training value: say so
+        raise RequestError([e if e.loc[-1] in type(req).model_fields else
+                            ErrorItem(e.loc, f"{e.msg} (a training parameter of this LoRA: choose a geometry that "
+                                             f"fits it)") for e in problems])
+    return conditions
+
+
 def sample_one(recipe, req: InferenceRequest, media: dict[str, str], lora_metadata: dict[str, str], *,
-               model_dir: str, transformer, text, negative, decoders: dict) -> tuple[bytes, str]:
-    """One sample → (file bytes, media type). `media`: field -> local path; `text`/`negative`: TextContexts."""
+               model_dir: str, transformer, text, negative, decoders: dict, encoders: dict | None = None
+               ) -> tuple[bytes, str]:
+    """One sample → (file bytes, media type). `media`: field -> local path; `text`/`negative`: TextContexts;
+    `encoders`: the VAEs that encode condition media (`encode_entry` loads them when not given)."""
     import torch
 
     from ..conditioning.kinds import ABSENT, GENERATED
@@ -150,15 +170,7 @@ def sample_one(recipe, req: InferenceRequest, media: dict[str, str], lora_metada
     from .sampler import Guidance, default_stg_blocks, sample_latents
     from .validation import ValidationItem, encode_entry
 
-    view = _Geometry(training_view(recipe, req, lora_metadata), req)
-    conditions = recipe.bind(view, bool(req.with_audio))
-    # the LoRA's own parameters (e.g. its reference scaling) must still fit this request's geometry
-    problems = [e for check in recipe.checks for e in check(view)]
-    problems += [ErrorItem(("body", *loc), msg) for c in conditions.items for loc, msg in c.check(view)]
-    if problems:  # a field the request cannot set is the LoRA's training value: say so
-        raise RequestError([e if e.loc[-1] in type(req).model_fields else
-                            ErrorItem(e.loc, f"{e.msg} (a training parameter of this LoRA: choose a geometry that "
-                                             f"fits it)") for e in problems])
+    conditions = bind_conditions(recipe, req, lora_metadata)
     w, h, frames, fps = req.geometry
     generate_audio = conditions.audio != ABSENT
     item = ValidationItem(index=0, prompt=req.prompt, text_id="", negative_text_id="", width=w, height=h,
@@ -169,7 +181,8 @@ def sample_one(recipe, req: InferenceRequest, media: dict[str, str], lora_metada
     cols = {}
     if by_role:
         try:
-            data = encode_entry(model_dir, item, by_role, conditions, {r: n for n, r in roles.items()})
+            data = encode_entry(model_dir, item, by_role, conditions, {r: n for n, r in roles.items()},
+                                encoders=encoders)
         except RequestError as exc:  # validation names ("body", "validation", i, field): here it is the field
             raise RequestError([ErrorItem(("body", e.loc[-1]), e.msg) for e in exc.errors]) from None
         cols = {k: v[None].float() for k, v in from_bytes(data).items()}

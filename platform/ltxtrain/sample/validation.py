@@ -144,10 +144,11 @@ def encode_validation_conditions(model_dir: str, item: dict, media: dict[str, st
                             ConditionSet.from_json(conditions), fields)
 
 
-def encode_entry(model_dir: str, it: ValidationItem, media: dict[str, str], conditions, fields: dict[str, str]
-                 ) -> bytes:
+def encode_entry(model_dir: str, it: ValidationItem, media: dict[str, str], conditions, fields: dict[str, str],
+                 encoders: dict | None = None) -> bytes:
     """One entry through the training samples' own code (`fit_sample`, `encode_columns`) at the preview geometry:
-    the whole of each input, stretched onto the frame count when short. Unusable inputs are 422s naming the field."""
+    the whole of each input, stretched onto the frame count when short. Unusable inputs are 422s naming the field.
+    `encoders` ({"vae", "audio_vae"}, float32 as the training cache encodes) are loaded here when not given."""
     from ..conditioning.kinds import FROZEN, ConditionInputError
     from ..encode.cache import to_bytes
     from ..encode.encoders import device_for_actor, encode_columns
@@ -174,8 +175,8 @@ def encode_entry(model_dir: str, it: ValidationItem, media: dict[str, str], cond
     target_audio = "target" in media and (conditions.audio == FROZEN or any(c.pins_audio() for c in conditions.items))
     with_audio_vae = target_audio or kind == "audio" or any(c.kind == "reference_audio" or c.supplies_audio()
                                                             for c in conditions.items)
-    parts = load_components(model_dir, ["vae"] + (["audio_vae"] if with_audio_vae else []),
-                            device=device_for_actor())
+    parts = encoders or load_components(model_dir, ["vae"] + (["audio_vae"] if with_audio_vae else []),
+                                        device=device_for_actor())
     cfg = PreprocessConfig(model_dir=model_dir, cache_dir="", width=it.width, height=it.height,
                            num_frames=it.num_frames, frame_rate=it.fps, conditions=conditions.items,
                            audio=target_audio, audio_sample_rate=(parts["audio_vae"].config.sample_rate
