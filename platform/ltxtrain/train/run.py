@@ -99,14 +99,23 @@ def run_training(cfg: TrainConfig, out_dir: str, num_workers: int, use_gpu: bool
         for key, name_ in (("adapter", LORA_FILE), ("reel", REEL_FILE)):
             if os.path.exists(os.path.join(ckpt, name_)):
                 copied[key] = os.path.join(out_dir, name_)
-                shutil.copyfile(os.path.join(ckpt, name_), copied[key])
-        if os.path.isdir(os.path.join(ckpt, AUDIO_REEL_DIR)):  # audio previews: the reel, its labels, spectrograms
-            copied["audio_reel"] = os.path.join(out_dir, AUDIO_REEL_DIR)
-            shutil.rmtree(copied["audio_reel"], ignore_errors=True)
-            shutil.copytree(os.path.join(ckpt, AUDIO_REEL_DIR), copied["audio_reel"])
-        if os.path.isdir(os.path.join(ckpt, MODEL_DIR)):
-            copied["model"] = os.path.join(out_dir, MODEL_DIR)
-            shutil.rmtree(copied["model"], ignore_errors=True)
-            shutil.copytree(os.path.join(ckpt, MODEL_DIR), copied["model"])
+                _link_or_copy(os.path.join(ckpt, name_), copied[key])
+        for key, name_ in (("audio_reel", AUDIO_REEL_DIR), ("model", MODEL_DIR)):  # previews; full fine-tunes
+            if os.path.isdir(os.path.join(ckpt, name_)):
+                copied[key] = os.path.join(out_dir, name_)
+                shutil.rmtree(copied[key], ignore_errors=True)
+                shutil.copytree(os.path.join(ckpt, name_), copied[key], copy_function=_link_or_copy)
     return TrainOutcome(copied.get("adapter"), metrics, copied.get("reel"), copied.get("model"),
                         copied.get("audio_reel"))
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """A hard link where the checkpoint is on this filesystem (a full fine-tune's tens of GB are not copied; the
+    checkpoint keeps its own link), else a copy (remote storage, other devices)."""
+    if os.path.lexists(dst):
+        os.remove(dst)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+    return dst
