@@ -73,7 +73,7 @@ if [ "$NGPU" -gt 1 ] || [ "$DRY" = 1 ]; then
   # with one CPU worker. scaling.py trains the tiny model (it needs a folder with the VAE and text encoder).
   # the dry run: short, small clips and a small geometry (the command and its paths, not the figures)
   if [ "$DRY" = 1 ]; then
-    SCALING=(--workers 1 --steps 6 --seconds 0.5 --width 256 --height 160 --frames 9)
+    SCALING=(--workers 1 --steps 6 --log-every 2 --seconds 0.5 --width 256 --height 160 --frames 9)
   else
     SCALING=(--workers "1,$NGPU" --steps 40)
   fi

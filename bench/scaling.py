@@ -10,8 +10,9 @@ the actor count there; on GPU (actors ask for a GPU and 0 CPUs) decode runs in s
 
 Training: `ltxtrain.train.run.run_training` (Ray Train TorchTrainer, `train_loop_per_worker`: FSDP2 `fully_shard` per
 block when there are 2+ workers, LoRA, `flow_loss`, AdamW) on the latent cache from the first preprocessing run, with
-`log_every=1` so rank 0 writes a timestamp per step. Steady-state steps/s is measured between the end of step
---warmup and the last step; samples/s = steps/s x workers x batch size (each worker draws its own samples). The
+rows logged every `--log-every` steps (10, as jobs log: each row is a `ray.train.report`, which waits for Ray Train's
+controller to poll the worker, so logging every step would time the poll). Steady-state steps/s is measured between
+the first row at or after step --warmup and the last step; samples/s = steps/s x workers x batch size (each worker draws its own samples). The
 whole `fit()` (worker start, model load, probe losses, adapter export) is printed too.
 
 Local Ray: `ray.init(num_cpus=os.cpu_count())`, or the running cluster at $RAY_ADDRESS when that is set. On CPU each
@@ -50,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--steps", type=int, default=30, help="training steps per worker count")
     ap.add_argument("--warmup", type=int, default=5, help="steps left out of the steady-state rate")
+    ap.add_argument("--log-every", type=int, default=10, help="steps per logged row (as jobs)")
     ap.add_argument("--rank", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=1, help="per worker")
     ap.add_argument("--model", default="tiny", help="tiny (or a diffusers folder that has the VAE and text encoder)")
@@ -58,8 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--skip-train", action="store_true")
     args = ap.parse_args(argv)
     args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    if args.steps <= args.warmup:
-        ap.error("--steps must exceed --warmup")
+    if args.steps <= args.warmup or args.steps % args.log_every or args.steps - args.warmup < args.log_every:
+        ap.error("--steps must be a multiple of --log-every, at least one row past --warmup")
     return args
 
 
@@ -103,16 +105,16 @@ def run_train(args, model_dir: str, cache_dir: str, workers: int, use_gpu: bool,
 
     metrics = os.path.join(work, f"metrics_{workers}.jsonl")
     cfg = TrainConfig(model_dir=model_dir, cache_dir=cache_dir, steps=args.steps, learning_rate=1e-4,
-                      rank=args.rank, lora_targets=list(VIDEO_TARGETS), batch_size=args.batch_size, log_every=1,
+                      rank=args.rank, lora_targets=list(VIDEO_TARGETS), batch_size=args.batch_size, log_every=args.log_every,
                       metrics_path=metrics)
     t = time.perf_counter()
     outcome = run_training(cfg, os.path.join(work, f"out_{workers}"), workers, use_gpu,
                            storage_path=os.path.join(work, "ray_results"), name=f"bench-scaling-{workers}")
     fit_s = time.perf_counter() - t
     by_step = {r["step"]: r for r in metrics_file.read_rows(metrics)}
-    first, last = by_step[args.warmup], by_step[args.steps]
+    first, last = by_step[min(s for s in by_step if s >= args.warmup)], by_step[args.steps]
     steps_per_s = (last["step"] - first["step"]) / (last["elapsed"] - first["elapsed"])
-    return {"workers": workers, "steps_per_s": steps_per_s,
+    return {"workers": workers, "steps_per_s": steps_per_s, "from_step": first["step"],
             "samples_per_s": steps_per_s * workers * args.batch_size, "fit_s": fit_s,
             "train_time_s": outcome.metrics["train_time_s"], "world_size": outcome.metrics["world_size"]}
 
@@ -180,7 +182,7 @@ def main(argv=None) -> None:
                 results["train"].append(r)
                 how = "FSDP2" if n > 1 else "1 worker, unsharded"
                 print(f"train       {n} worker(s) ({how}): {r['steps_per_s']:6.2f} steps/s, {r['samples_per_s']:6.2f} "
-                      f"samples/s (steps {args.warmup + 1}-{args.steps}); fit() {r['fit_s']:.1f} s whole")
+                      f"samples/s (steps {r['from_step'] + 1}-{args.steps}); fit() {r['fit_s']:.1f} s whole")
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
