@@ -8,7 +8,6 @@ fields, the cache columns, the tokens and the metadata all come from those condi
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from typing import Annotated, Callable
 
