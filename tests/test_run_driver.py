@@ -34,6 +34,13 @@ def _fake_trainer(checkpoint_dir, seen: dict):
     return FakeTrainer
 
 
+@pytest.fixture(autouse=True)
+def no_poll_setting(monkeypatch):
+    """Each test starts without the variable, and what run_training sets in this process is undone after it."""
+    monkeypatch.setenv(run.REPORT_POLL_ENV, "recorded")
+    monkeypatch.delenv(run.REPORT_POLL_ENV)
+
+
 @pytest.fixture
 def final_checkpoint(tmp_path):
     ckpt = tmp_path / "ckpt"
@@ -57,8 +64,6 @@ def _run(tmp_path, ckpt, monkeypatch) -> tuple[run.TrainOutcome, dict]:
 
 def test_the_controller_polls_workers_often_unless_the_user_set_it(tmp_path, final_checkpoint, monkeypatch):
     # ray.train.report blocks until the controller's next poll: at Ray's 2 s default every logged row stalled a step
-    monkeypatch.setenv(run.REPORT_POLL_ENV, "unset")  # recorded, so what run_training sets is undone afterwards
-    monkeypatch.delenv(run.REPORT_POLL_ENV)
     _, seen = _run(tmp_path, final_checkpoint, monkeypatch)
     assert float(seen["poll"]) <= 0.25
     monkeypatch.setenv(run.REPORT_POLL_ENV, "1.5")
