@@ -124,7 +124,7 @@ def media_urls(recipe, req: InferenceRequest) -> dict[str, str]:
 def training_view(recipe, req: InferenceRequest, lora_metadata: dict[str, str]):
     """A training request the recipe's conditions bind against: the LoRA's metadata for fields it names that this
     request cannot set (how the LoRA was trained: reference_downscale_factor, extend's conditioning_frames, ...;
-    `Recipe.trained_fields` writes them), else the training request model's defaults."""
+    `Recipe.lora_metadata` writes them), else the training request model's defaults."""
     fields = recipe.request_model.model_fields
     values = {k: f.default for k, f in fields.items() if not f.is_required()}
     for key, raw in lora_metadata.items():
