@@ -248,16 +248,12 @@ def encode_clips(keep: list[dict], cfg: PreprocessConfig, shared: SharedMedia) -
     """Decode, fit and encode every kept window not yet in the cache. The encoders return their tensors and the
     driver writes each file as it streams in (iter_rows, not materialize: memory stays bounded, and a crash keeps
     every file written so far for the re-run to skip)."""
-    import ray
-
     cache = LatentCache(cfg.cache_dir)
     todo = [r for r in keep if not cache.has_video(r["id"])]
     if not todo:
         return
     log.info("decoding and encoding %d clips (%d already cached)", len(todo), len(keep) - len(todo))
-    encoded = ray.data.from_items(todo).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
-        _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae),
-        batch_size=1, **encoder_options(cfg))
+    encoded = clip_stream(todo, cfg, shared)
     try:
         with _bar(cfg, len(todo), "clips") as bar:
             for row in encoded.iter_rows():
@@ -265,6 +261,17 @@ def encode_clips(keep: list[dict], cfg: PreprocessConfig, shared: SharedMedia) -
                 bar.update(1)
     except Exception as exc:  # a clip that probed fine but fails to decode: name it
         raise named_failure(exc, todo) from exc
+
+
+def clip_stream(rows: list[dict], cfg: PreprocessConfig, shared: SharedMedia, persist_to: str | None = None):
+    """The lazy Ray Data stream of `rows` (planner rows with ids): decode + fit, then the video encoder pool ->
+    {"id", "tensors"}, each window's cache file content. With `persist_to` (streaming mode) each actor also writes
+    the file into that cache."""
+    import ray
+
+    return ray.data.from_items(rows).map(decode_row, fn_kwargs={"cfg": cfg, "shared": shared}).map_batches(
+        _video_actor(), fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae, persist_to),
+        batch_size=1, **encoder_options(cfg))
 
 
 def planned_sample(row: dict, cfg: PreprocessConfig) -> dict:

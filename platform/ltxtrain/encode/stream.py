@@ -82,17 +82,9 @@ class ClipStream:
 
     def __call__(self):
         """The lazy stream -> {"id", "tensors"}: each window's cache file, persisted by the encoder that made it."""
-        import ray
+        from .pipeline import clip_stream
 
-        from .encoders import VideoEncoderActor
-        from .pipeline import decode_row, encoder_options
-
-        cfg = self.cfg
-        return (ray.data.from_items(self.missing())
-                .map(decode_row, fn_kwargs={"cfg": cfg, "shared": self.shared})
-                .map_batches(VideoEncoderActor, fn_constructor_args=(cfg.actor_model_dir, cfg.needs_audio_vae,
-                                                                     self.cache_dir),
-                             batch_size=1, **encoder_options(cfg)))
+        return clip_stream(self.missing(), self.cfg, self.shared, persist_to=self.cache_dir)
 
 
 def data_config(object_store_bytes: int):
